@@ -1,0 +1,16 @@
+# The two commands of the README. Each installs what it needs first.
+.PHONY: test lint typecheck pytest bootstrap bench
+
+VENV := .venv/bin
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+test: bootstrap
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
+	$(VENV)/mypy
+	$(VENV)/pytest
+
+bench: bootstrap
+	@for b in bench/bench_*.py; do echo "== $$b"; $(VENV)/python $$b || exit 1; done
