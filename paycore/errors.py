@@ -6,11 +6,15 @@ Every error paycore raises is one of these; callers catch the branch they can ac
     ├── CodecError (also ValueError)   bad bytes or text from outside: where and what
     │   ├── paycore.tlv.DecodeError        BER-TLV that does not parse
     │   ├── paycore.dol.DolError           a DOL that does not parse
+    │   ├── paycore.dukpt.KsnError         a KSN that cannot be used (length, counter)
     │   ├── paycore.pinblock.PinBlockError a PIN block or PIN that is not valid
     │   ├── paycore.tr31.KeyBlockError     a TR-31 key block that is malformed or fails its MAC
+    │   ├── paycore.pan.PanError           not a valid PAN (length, digits, Luhn)
+    │   ├── paycore.pinpad.PinpadProtocolError  a PIN pad frame or message that is not valid
     │   └── paycore.wire.MessageError      an MQTT payload that is not a valid message
     ├── EnvelopeError                  an envelope that cannot be opened (tampered, wrong key,
-    │                                  truncated, expired); never says which, never returns data
+    │   │                              truncated); never says which, never returns data
+    │   └── paycore.wire.EnvelopeExpired   authentic, but past its expiry
     └── KeyExhausted                   a DUKPT originator has no counter left
 
 Codec errors carry the offset and the field (tag, element) they happened at, never the
@@ -27,10 +31,12 @@ class PaycoreError(Exception):
 class CodecError(PaycoreError, ValueError):
     """Input that does not decode. ``offset`` and ``field`` say where, when known."""
 
-    def __init__(self, message: str, *, offset: int | None = None, field: str | None = None):
+    def __init__(
+        self, message: str, *, offset: int | None = None, field: str | None = None
+    ) -> None:
         self.offset = offset
         self.field = field
-        where = []
+        where: list[str] = []
         if field is not None:
             where.append(field)
         if offset is not None:
