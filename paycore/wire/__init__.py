@@ -1,0 +1,50 @@
+"""The wire contract between terminal and bridge (DESIGN section 4, docs/mqtt-protocol.md).
+
+- :mod:`paycore.wire.topics`: topic names and the terminal id rule.
+- :mod:`paycore.wire.messages`: the strict message models (requests, responses, status).
+- :mod:`paycore.wire.envelope`: the AES-GCM envelope under AES DUKPT keys.
+"""
+
+from paycore.wire.envelope import (
+    Envelope,
+    EnvelopeExpired,
+    EnvelopeHeader,
+    decode_envelope,
+    open_envelope,
+    seal,
+    working_key,
+)
+from paycore.wire.messages import (
+    REVEAL,
+    AuthorizationRequest,
+    AuthorizationResponse,
+    BridgeStatus,
+    EncryptedPinBlock,
+    ErrorResponse,
+    MessageError,
+    ReversalRequest,
+    ReversalResponse,
+    TerminalStatus,
+    decode_json,
+)
+
+__all__ = [
+    "REVEAL",
+    "AuthorizationRequest",
+    "AuthorizationResponse",
+    "BridgeStatus",
+    "EncryptedPinBlock",
+    "Envelope",
+    "EnvelopeExpired",
+    "EnvelopeHeader",
+    "ErrorResponse",
+    "MessageError",
+    "ReversalRequest",
+    "ReversalResponse",
+    "TerminalStatus",
+    "decode_envelope",
+    "decode_json",
+    "open_envelope",
+    "seal",
+    "working_key",
+]
