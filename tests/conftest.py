@@ -17,6 +17,8 @@ from hypothesis import HealthCheck, settings
 
 from tests.vectors import load
 
+pytest_plugins = ["hardware.pytest_plugin"]
+
 settings.register_profile(
     "default",
     deadline=None,  # CI machines are shared; speed is measured in bench/, not here
@@ -32,7 +34,9 @@ def _known_test_pans() -> frozenset[str]:
 
 _KNOWN_PANS = _known_test_pans()
 # A run of 13 to 19 digits that passes Luhn, or a track 2 shape (PAN, separator, YYMM).
-_DIGIT_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
+# No issuer number starts with 0 (ISO/IEC 7812 MII 0 is not issued), so zero-padded
+# fields do not count.
+_DIGIT_RUN = re.compile(r"(?<!\d)[1-9]\d{12,18}(?!\d)")
 _TRACK2 = re.compile(r"(?<![0-9A-Fa-f])\d{12,19}[=Dd]\d{4}")
 
 
