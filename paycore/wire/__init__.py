@@ -6,6 +6,7 @@
 """
 
 from paycore.wire.envelope import (
+    Aead,
     Envelope,
     EnvelopeExpired,
     EnvelopeHeader,
@@ -30,6 +31,7 @@ from paycore.wire.messages import (
 
 __all__ = [
     "REVEAL",
+    "Aead",
     "AuthorizationRequest",
     "AuthorizationResponse",
     "BridgeStatus",

@@ -23,7 +23,7 @@ import binascii
 import json
 import secrets
 from collections.abc import Callable
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -51,6 +51,26 @@ MAX_PAYLOAD_BYTES = 64 * 1024
 
 Alg = Literal["A128GCM", "A256GCM"]
 _KEY_TYPE: dict[str, Literal["AES128", "AES256"]] = {"A128GCM": "AES128", "A256GCM": "AES256"}
+
+
+class Aead(Protocol):
+    """An AES-GCM key that may live elsewhere (an HSM): cryptography's ``AESGCM`` shape.
+
+    ``decrypt`` raises :class:`cryptography.exceptions.InvalidTag` or
+    :class:`~paycore.errors.EnvelopeError` when authentication fails.
+    """
+
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes: ...
+
+
+def _aead(key: bytes | Aead) -> Aead:
+    if isinstance(key, bytes):
+        if len(key) not in (16, 32):
+            raise ValueError("envelope keys are AES-128 or AES-256")
+        return AESGCM(key)
+    return key
 
 
 class EnvelopeExpired(EnvelopeError):
@@ -135,23 +155,27 @@ def working_key(initial_key: bytes | AesHostKeys, header: EnvelopeHeader) -> byt
 def seal(
     body: Body,
     *,
-    key: bytes,
+    key: bytes | Aead,
     terminal_id: str,
     ksn: bytes,
     message_id: str,
     sent_at: int,
     ttl_ms: int,
     correlation_id: str | None = None,
+    alg: Alg | None = None,
     random: Callable[[int], bytes] = secrets.token_bytes,
 ) -> Envelope:
     """Encrypt ``body`` into an envelope under ``key`` (the working key for ``ksn``).
 
-    ``key`` is 16 bytes (A128GCM) or 32 bytes (A256GCM). Times are milliseconds since the
-    Unix epoch, supplied by the caller.
+    ``key`` is the working key itself, 16 bytes (A128GCM) or 32 bytes (A256GCM), or an
+    :class:`Aead` for a key held in a key store, with ``alg`` saying which it is. Times
+    are milliseconds since the Unix epoch, supplied by the caller.
     """
-    if len(key) not in (16, 32):
-        raise ValueError("envelope keys are AES-128 or AES-256")
-    alg: Alg = "A128GCM" if len(key) == 16 else "A256GCM"
+    aead = _aead(key)
+    if alg is None:
+        if not isinstance(key, bytes):
+            raise ValueError("say the alg of a key held elsewhere")
+        alg = "A128GCM" if len(key) == 16 else "A256GCM"
     header = EnvelopeHeader(
         version=VERSION,
         kind=KIND_OF[type(body)],
@@ -165,14 +189,12 @@ def seal(
         nonce=base64.b64encode(random(NONCE_BYTES)).decode(),
     )
     plaintext = body.model_dump_json(context=REVEAL).encode()
-    sealed = AESGCM(key).encrypt(
-        base64.b64decode(header.nonce), plaintext, header.associated_data()
-    )
+    sealed = aead.encrypt(base64.b64decode(header.nonce), plaintext, header.associated_data())
     return Envelope(**header.model_dump(), ciphertext=base64.b64encode(sealed).decode())
 
 
 def open_envelope(
-    envelope: Envelope, *, key: bytes, now: int, max_clock_skew_ms: int = 300_000
+    envelope: Envelope, *, key: bytes | Aead, now: int, max_clock_skew_ms: int = 300_000
 ) -> Body:
     """Authenticate and decrypt ``envelope`` and return its body.
 
@@ -181,15 +203,15 @@ def open_envelope(
     :class:`EnvelopeExpired` when it is authentic but past ``expires_at`` or sent more
     than ``max_clock_skew_ms`` in the future. Nothing is returned unless all checks pass.
     """
-    if len(key) != (16 if envelope.alg == "A128GCM" else 32):
+    if isinstance(key, bytes) and len(key) != (16 if envelope.alg == "A128GCM" else 32):
         raise EnvelopeError("envelope cannot be opened")
     try:
-        plaintext = AESGCM(key).decrypt(
+        plaintext = _aead(key).decrypt(
             base64.b64decode(envelope.nonce),
             base64.b64decode(envelope.ciphertext),
             envelope.associated_data(),
         )
-    except InvalidTag:
+    except (InvalidTag, EnvelopeError):
         raise EnvelopeError("envelope cannot be opened") from None
     if now > envelope.expires_at or envelope.sent_at > now + max_clock_skew_ms:
         raise EnvelopeExpired("envelope expired")

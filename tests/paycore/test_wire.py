@@ -18,6 +18,7 @@ from paycore.errors import CodecError, EnvelopeError
 from paycore.pan import Pan
 from paycore.wire import (
     REVEAL,
+    Aead,
     AuthorizationRequest,
     AuthorizationResponse,
     EncryptedPinBlock,
@@ -65,7 +66,7 @@ def request(**changes: Any) -> AuthorizationRequest:
     return AuthorizationRequest(**fields)
 
 
-def sealed(body: Any = None, *, key: bytes = KEY, **changes: Any) -> Envelope:
+def sealed(body: Any = None, *, key: bytes | Aead = KEY, **changes: Any) -> Envelope:
     args: dict[str, Any] = {
         "key": key,
         "terminal_id": "T0001",
@@ -313,3 +314,33 @@ def test_terminal_ids_that_would_break_topics_are_refused(tid: str) -> None:
 def test_parse_terminal_topic_refuses_other_topics(topic: str) -> None:
     with pytest.raises(CodecError):
         topics.parse_terminal_topic(topic)
+
+
+class _CountingAead:
+    """A key held 'elsewhere': the envelope must work through the Aead seam alone."""
+
+    def __init__(self, key: bytes) -> None:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        self._inner = AESGCM(key)
+        self.calls = 0
+
+    def encrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes:
+        self.calls += 1
+        return self._inner.encrypt(nonce, data, associated_data)
+
+    def decrypt(self, nonce: bytes, data: bytes, associated_data: bytes | None) -> bytes:
+        self.calls += 1
+        return self._inner.decrypt(nonce, data, associated_data)
+
+
+def test_keys_held_elsewhere_seal_and_open_through_the_aead_seam() -> None:
+    aead = _CountingAead(KEY)
+    env = sealed(key=aead, alg="A128GCM")
+    assert open_envelope(env, key=KEY, now=NOW) == request()
+    assert open_envelope(sealed(), key=aead, now=NOW) == request()
+    assert aead.calls == 2
+    with pytest.raises(EnvelopeError):
+        open_envelope(sealed(key=bytes(16)), key=aead, now=NOW)
+    with pytest.raises(ValueError, match="alg"):
+        sealed(key=aead)
