@@ -31,5 +31,5 @@ class CardApplication(Protocol):
         ...
 
 
-class CardRemoved(Exception):  # noqa: N818 - it is an event, not an error
+class CardRemoved(Exception):
     """Raised by a card application to simulate the card being pulled out."""
