@@ -6,4 +6,6 @@ emulators adds ``pytest_plugins = ["hardware.pytest_plugin"]`` to its own confte
 
 pytest_plugins = [
     "hardware.pcsc.fixtures",
+    "hardware.pinpad.fixtures",
+    "hardware.cards.fixtures",
 ]

@@ -12,8 +12,8 @@ The agent reaches the card only through pyscard, unchanged, as it would a USB re
 """
 
 from hardware.pcsc.pcscd import PcscdService, ReaderState, wait_for_card
-from hardware.services import MissingPackageError, ServiceError
 from hardware.pcsc.vpcd import VpcdCardLink, VpcdLinkError
+from hardware.services import MissingPackageError, ServiceError
 
 __all__ = [
     "MissingPackageError",

@@ -63,7 +63,7 @@ class VpcdLinkError(RuntimeError):
     """The card could not be inserted (vpcd not listening) or the link is misused."""
 
 
-class _PeerClosed(Exception):  # noqa: N818 - control flow, never escapes
+class _PeerClosed(Exception):
     """vpcd closed the connection (pcscd stopped, or vpcd gave up on the card)."""
 
 
