@@ -27,8 +27,8 @@ from smartcard.System import readers  # type: ignore[import-untyped]
 from hardware.card_interface import CardRemoved
 from hardware.pcsc.fixtures import CardSlot
 from hardware.pcsc.pcscd import PcscdService, find_vpcd_driver, render_reader_conf, wait_for_card
-from hardware.services import free_tcp_port
 from hardware.pcsc.vpcd import TRACE, VpcdCardLink, VpcdLinkError
+from hardware.services import free_tcp_port
 
 ATR_T0 = bytes.fromhex("3B00")  # direct convention, no interface bytes: T=0 only
 ATR_T1 = bytes.fromhex("3B800181")  # TD1 = 01: T=1 only (TCK = 80 ^ 01)
