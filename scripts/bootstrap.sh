@@ -14,6 +14,8 @@ DEBIAN_PACKAGES=(
     pcscd vsmartcard-vpcd pcsc-tools   # the real PC/SC stack and its virtual reader
     mosquitto mosquitto-clients   # the real MQTT broker the tests talk to
     socat                         # serial line tools for hardware-in-the-loop work
+    softhsm2                      # the PKCS#11 token the bridge's key store is tested on
+    postgresql                    # the bridge's journal at scale (a private cluster per run)
 )
 
 missing=()

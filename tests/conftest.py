@@ -35,8 +35,10 @@ def _known_test_pans() -> frozenset[str]:
 _KNOWN_PANS = _known_test_pans()
 # A run of 13 to 19 digits that passes Luhn, or a track 2 shape (PAN, separator, YYMM).
 # No issuer number starts with 0 (ISO/IEC 7812 MII 0 is not issued), so zero-padded
-# fields do not count.
-_DIGIT_RUN = re.compile(r"(?<!\d)[1-9]\d{12,18}(?!\d)")
+# fields do not count; nor do digit runs inside a longer hex token (message ids, hashes),
+# which would otherwise trip the guard at random. The known test PANs above are looked
+# for everywhere, hex or not.
+_DIGIT_RUN = re.compile(r"(?<![0-9A-Fa-f])[1-9]\d{12,18}(?![0-9A-Fa-f])")
 _TRACK2 = re.compile(r"(?<![0-9A-Fa-f])\d{12,19}[=Dd]\d{4}")
 
 

@@ -174,8 +174,11 @@ class ReversalRequest(Message):
 
 
 class ReversalResponse(Message):
+    """``accepted``: the bridge has journaled the reversal and will deliver it to the host
+    (the host did not answer yet); the terminal's part is done either way."""
+
     original_message_id: MessageId
-    outcome: Literal["reversed", "already_reversed", "unknown_original"]
+    outcome: Literal["reversed", "already_reversed", "unknown_original", "accepted"]
 
 
 class ErrorResponse(Message):
