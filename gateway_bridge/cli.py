@@ -37,6 +37,7 @@ from gateway_bridge.journal import (
 )
 from gateway_bridge.keystore import KeyStoreError
 from gateway_bridge.metrics import BridgeMetrics
+from paycore.compat import silence_legacy_tdes_warnings
 from paycore.redact import RedactingFilter
 
 log = logging.getLogger("gateway_bridge")
@@ -199,6 +200,7 @@ def main(
     out: TextIO | None = None,
 ) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    silence_legacy_tdes_warnings()
     environ = os.environ if environ is None else environ  # noqa: TID251 - the CLI is the edge
     out = sys.stdout if out is None else out
     if argv and argv[0] == "keys":

@@ -9,10 +9,19 @@ Secrets are never in the file: it names files that hold them (mode 0600).
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    ValidationError,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway_bridge.connectors.iso8583.connector import Iso8583Settings as Iso8583ConnectorSettings
@@ -97,8 +106,10 @@ class LimitSettings(BaseModel):
     max_clock_skew_ms: Annotated[int, Field(ge=0)] = 300_000
     #: Pending reversals are retried this often until the connector acknowledges them.
     reversal_retry_s: Annotated[float, Field(gt=0)] = 10.0
-    #: An authorisation still "sent" this long after a crash is treated as unanswered.
+    #: An authorisation still in flight this long after a crash is treated as unanswered.
     stale_in_flight_s: Annotated[float, Field(gt=0)] = 60.0
+    #: How long a terminal's registry entry is reused before it is read again.
+    registry_cache_s: Annotated[float, Field(ge=0)] = 2.0
 
 
 class MetricsSettings(BaseModel):
@@ -113,6 +124,17 @@ class JournalKeys(BaseModel):
     key_file: Path
 
 
+def _kind(default: str) -> Callable[[Any], str]:
+    """The ``kind`` of a section, which may be left out for the default implementation."""
+
+    def kind(value: object) -> str:
+        if isinstance(value, dict):
+            return str(value.get("kind", default))
+        return str(getattr(value, "kind", default))
+
+    return kind
+
+
 class BridgeSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="POS_BRIDGE_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -121,13 +143,21 @@ class BridgeSettings(BaseSettings):
     bridge_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "bridge-1"
     broker: BrokerSettings = BrokerSettings()
     keystore: Annotated[
-        SoftwareKeyStoreSettings | Pkcs11KeyStoreSettings, Field(discriminator="kind")
+        Annotated[SoftwareKeyStoreSettings, Tag("software")]
+        | Annotated[Pkcs11KeyStoreSettings, Tag("pkcs11")],
+        Discriminator(_kind("software")),
     ]
-    journal: Annotated[SqliteJournalSettings | PostgresJournalSettings, Field(discriminator="kind")]
+    journal: Annotated[
+        Annotated[SqliteJournalSettings, Tag("sqlite")]
+        | Annotated[PostgresJournalSettings, Tag("postgres")],
+        Discriminator(_kind("sqlite")),
+    ]
     journal_keys: JournalKeys
-    connector: Annotated[IssuerSimSettings | Iso8583Settings, Field(discriminator="kind")] = (
-        IssuerSimSettings()
-    )
+    connector: Annotated[
+        Annotated[IssuerSimSettings, Tag("issuer_sim")]
+        | Annotated[Iso8583Settings, Tag("iso8583")],
+        Discriminator(_kind("issuer_sim")),
+    ] = IssuerSimSettings()
     limits: LimitSettings = LimitSettings()
     metrics: MetricsSettings | None = None
 

@@ -163,6 +163,8 @@ class Bridge:
         self._message_ids = message_ids
         self._random = random
         self.connected = asyncio.Event()
+        self._registry: dict[str, tuple[float, TerminalRecord]] = {}
+        self._order: dict[str, asyncio.Lock] = {}
 
     # -- one message ---------------------------------------------------------------------
 
@@ -191,31 +193,52 @@ class Bridge:
             raise Refused("wrong_kind")
         self.metrics.requests.labels(envelope.kind).inc()
 
-        terminal = await self.journal.get_terminal(terminal_id)
-        if terminal is None or terminal.status != "active":
-            raise Refused("unknown_terminal")
-        if envelope.ksn[:16] != terminal.data_initial_key_id:
-            raise Refused("foreign_ksn")
-        try:
-            aead = self.keystore.envelope_aead(terminal.data_bdk_id, envelope)
-            body = open_envelope(
-                envelope,
-                key=aead,
-                now=self._clock_ms(),
-                max_clock_skew_ms=self.settings.limits.max_clock_skew_ms,
-            )
-        except EnvelopeExpired:
-            raise Refused("expired") from None
-        except (EnvelopeError, CodecError):
-            raise Refused("tampered") from None
-        if not await self.journal.advance_counter(terminal_id, int(envelope.ksn[16:], 16)):
-            raise Refused("replay")
+        # One terminal's messages pass the counter check in arrival order: a terminal may
+        # have a request and a reversal in flight, and concurrent tasks must not let the
+        # later KSN overtake the earlier one and get it refused as a replay.
+        if len(self._order) > 100_000:
+            self._order = {t: held for t, held in self._order.items() if held.locked()}
+        lock = self._order.setdefault(terminal_id, asyncio.Lock())
+        async with lock:
+            terminal = await self._terminal(terminal_id)
+            if terminal is None or terminal.status != "active":
+                raise Refused("unknown_terminal")
+            if envelope.ksn[:16] != terminal.data_initial_key_id:
+                raise Refused("foreign_ksn")
+            try:
+                aead = self.keystore.envelope_aead(terminal.data_bdk_id, envelope)
+                body = open_envelope(
+                    envelope,
+                    key=aead,
+                    now=self._clock_ms(),
+                    max_clock_skew_ms=self.settings.limits.max_clock_skew_ms,
+                )
+            except EnvelopeExpired:
+                raise Refused("expired") from None
+            except (EnvelopeError, CodecError):
+                raise Refused("tampered") from None
+            if not await self.journal.advance_counter(terminal_id, int(envelope.ksn[16:], 16)):
+                raise Refused("replay")
 
         if isinstance(body, AuthorizationRequest):
             return await self._authorize(terminal, envelope, body)
         if isinstance(body, ReversalRequest):
             return await self._reverse(terminal, envelope, body)
         raise Refused("wrong_kind")  # pragma: no cover - REQUEST_KINDS covers both
+
+    async def _terminal(self, terminal_id: str) -> TerminalRecord | None:
+        """The registry entry, cached for ``limits.registry_cache_s`` (one read per request
+        otherwise). A revoked terminal is also shut out by the broker (its certificate)."""
+        now = time.monotonic()
+        cached = self._registry.get(terminal_id)
+        if cached is not None and now - cached[0] < self.settings.limits.registry_cache_s:
+            return cached[1]
+        record = await self.journal.get_terminal(terminal_id)
+        if record is not None:
+            if len(self._registry) >= 100_000:
+                self._registry.clear()
+            self._registry[terminal_id] = (now, record)
+        return record
 
     async def _authorize(
         self, terminal: TerminalRecord, envelope: Envelope, request: AuthorizationRequest
@@ -256,7 +279,9 @@ class Bridge:
                 terminal.terminal_id, request.original_message_id
             )
             original_reference = original.host_reference if original else None
-        await self.journal.mark_sent(terminal.terminal_id, request.idempotency_key)
+        # No separate "sent" write: an entry still "received" after a crash is treated as
+        # possibly sent (recover() reverses it; a host that never saw it says so). That
+        # saves one durable write per authorisation on the hot path.
         state: Literal["approved", "declined", "failed", "timed_out"]
         try:
             response = await self.connector.authorize(
@@ -447,7 +472,7 @@ class Bridge:
                     state="timed_out", response_payload=b"", response_code=failed.response_code
                 ),
             )
-            if record.state == "sent":
+            if record.state in ("received", "sent"):
                 digest = request_digest(f"bridge-rev:{record.message_id}".encode())
                 await self.journal.begin_reversal(
                     ReversalEntry(

@@ -16,7 +16,6 @@ import os
 import signal
 import sys
 import threading
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -29,6 +28,7 @@ from hardware.pcsc.vpcd import VpcdCardLink, VpcdLinkError
 from hardware.pinpad import AesDukptKey, EmulatedPinpad, KeySource, PinScript
 from hardware.pinpad.keyboard import TerminalKeypad
 from hardware.services import ServiceError
+from paycore.compat import silence_legacy_tdes_warnings
 from paycore.dukpt import aes_initial_key
 from paycore.pan import mask_pan
 
@@ -37,13 +37,6 @@ from paycore.pan import mask_pan
 TEST_PIN_BDK = bytes.fromhex("FEDCBA9876543210F1F1F1F1F1F1F1F1")
 TEST_PIN_IKID = bytes.fromhex("1234567890123456")
 _COMMANDS = "insert NAME, remove, cards, pin DIGITS, cancel, status, quit"
-
-
-def _quiet_crypto_warnings() -> None:
-    # pyemv's single-DES MAC steps warn under cryptography 47; a person at a terminal
-    # does not need that on every cryptogram.
-    warnings.filterwarnings("ignore", message="(Single|Two)-key TripleDES")
-    warnings.filterwarnings("ignore", message="TripleDES has been moved")
 
 
 def _wait_for_interrupt(stop: threading.Event) -> None:
@@ -265,7 +258,7 @@ def main(
 ) -> int:
     args = _parser().parse_args(argv)
     out = sys.stdout if out is None else out
-    _quiet_crypto_warnings()
+    silence_legacy_tdes_warnings()
     try:
         if args.command == "cards":
             return _cmd_cards(args, out)

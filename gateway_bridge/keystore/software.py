@@ -577,8 +577,17 @@ class SoftwareKeyStore:
         entry = self._get(bdk_id, "pin", "bdk")
         ksn, block = pin_block_bytes(pin_block)
         if pin_block.format == 4 and len(ksn) == 12:
-            initial_key = aes_initial_key(self._aes(entry), ksn[:8])
-            return pinblock.decipher_format4_dukpt(initial_key, ksn, block, pan)
+            # The PIN pad's derivation path is cached like a terminal's (AesHostKeys).
+            bdk = self._aes(entry)
+            ikid = ksn[:8]
+            host = self._hosts.get_or_create(
+                (bdk_id, ikid), lambda: AesHostKeys(aes_initial_key(bdk, ikid), ikid)
+            )
+            try:
+                pin_key = host.working_key(ksn, "pin", "AES128")
+            except ValueError:
+                raise KeyStoreError("the PIN block's KSN cannot be used") from None
+            return pinblock.decipher_format4(pin_key, block, pan)
         if pin_block.format == 0 and len(ksn) == 10:
             if entry.info.algorithm != "TDES2":
                 raise KeyStoreError(f"key {bdk_id} is AES; format 0 blocks need a TDES2 PIN BDK")

@@ -125,6 +125,27 @@ def test_repeated_request_gets_the_stored_response_and_one_authorization(rig: Ri
     assert sim.snapshot(pan).balance == before - 700  # charged once
 
 
+def test_requests_in_flight_together_keep_their_counter_order(rig: Rig) -> None:
+    """A burst from one terminal (say a sale and a reversal) is not mistaken for replays."""
+
+    async def body() -> None:
+        async with running_bridge(rig, issuer()) as bridge, terminal_link(rig) as link:
+            payloads = [
+                rig.terminal.seal(
+                    rig.terminal.authorization("visa_credit", 100 + i, "GBP"), now_ms=now_ms()
+                ).to_json()
+                for i in range(8)
+            ]
+            for payload in payloads:
+                await link.publish(payload)
+            answers = [await link.next() for _ in payloads]
+            replies = [rig.terminal.open(a, now_ms=now_ms())[1] for a in answers]
+            assert all(isinstance(r, AuthorizationResponse) and r.approved for r in replies)
+            assert refused(bridge, "replay") == 0
+
+    run(body)
+
+
 def test_replayed_envelope_is_refused(rig: Rig) -> None:
     async def body() -> None:
         async with running_bridge(rig, issuer()) as bridge, terminal_link(rig) as link:
