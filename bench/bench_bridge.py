@@ -159,8 +159,9 @@ async def drive(
         done = asyncio.Event()
         todo = list(work[index])
         remaining = len(todo)
+        name = f"bench-{terminal.terminal_id}-{secrets.token_hex(2)}"
         async with aiomqtt.Client(
-            broker.host, broker.port, identifier=f"bench-{terminal.terminal_id}-{secrets.token_hex(2)}",
+            broker.host, broker.port, identifier=name,
             protocol=aiomqtt.ProtocolVersion.V5, socket_options=NODELAY, max_inflight_messages=1000,
             logger=QUIET,
         ) as client:  # fmt: skip
