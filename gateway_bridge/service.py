@@ -298,8 +298,14 @@ class Bridge:
         except ConnectorTimeout:
             self.metrics.connector_errors.labels("timeout").inc()
             response, state = self._declined_by_bridge(ISSUER_UNAVAILABLE), "timed_out"
-        except ConnectorError:
+        except ConnectorError as exc:
             self.metrics.connector_errors.labels("unavailable").inc()
+            log.warning(
+                "connector refused %s of %s: %s",
+                envelope.message_id[:12],
+                terminal.terminal_id,
+                exc,
+            )
             response, state = self._declined_by_bridge(ISSUER_UNAVAILABLE), "failed"
         except Exception:
             self.metrics.connector_errors.labels("error").inc()

@@ -62,6 +62,7 @@ def make_rig(
     connector_toml: str = "",
     limits_toml: str = "",
     softhsm: SoftHsm | None = None,
+    zone_pin_key: bytes | None = None,
 ) -> Rig:
     store: KeyStore
     if softhsm is None:
@@ -94,6 +95,10 @@ def make_rig(
         kbpk, store.export_initial_key_tr31("data-bdk", DATA_IKID, "kbpk-1")
     )
     _, pin_initial = tr31.unwrap(kbpk, store.export_initial_key_tr31("pin-bdk", PIN_IKID, "kbpk-1"))
+    if zone_pin_key is not None:  # the acquirer's zone PIN key, delivered under the KBPK
+        header = tr31.KeyBlockHeader(version_id="D", key_usage="P0", algorithm="A", mode_of_use="B")
+        block = tr31.wrap(kbpk, header, zone_pin_key, random=secrets.token_bytes)
+        store.import_tr31("acquirer-zpk", "pin", "kbpk-1", block)
     close = getattr(store, "close", None)
     if close is not None:
         close()

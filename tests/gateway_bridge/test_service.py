@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -14,6 +15,7 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 
+from gateway_bridge.acquirer_sim import AcquirerSimSettings, AcquirerSimulator
 from gateway_bridge.connectors.issuer_sim import IssuerSimulator
 from gateway_bridge.connectors.issuer_sim.accounts import repo_catalogue_dir
 from gateway_bridge.journal import AuthorizationQuery
@@ -21,6 +23,7 @@ from gateway_bridge.journal.pgcluster import PrivateCluster
 from gateway_bridge.service import Bridge
 from hardware.cards import load_profile
 from hardware.mosquitto import MosquittoService
+from hardware.services import free_tcp_port
 from paycore.pan import Pan
 from paycore.wire import AuthorizationResponse, ErrorResponse, ReversalResponse
 from tests.gateway_bridge.conftest import SoftHsm
@@ -320,3 +323,58 @@ def test_the_same_flow_with_keys_in_a_pkcs11_token(
         run(body)
     finally:
         wipe_token(softhsm)
+
+
+def test_the_same_flow_through_iso8583_to_the_acquirer_simulator(
+    tmp_path: Path, mosquitto_broker: MosquittoService
+) -> None:
+    """Bridge -> ISO 8583 (binary dialect, 2-byte header) -> acquirer simulator -> issuer:
+    the PIN block crosses the zone translated under the zone PIN key (format 4)."""
+    zone_key = secrets.token_bytes(16)
+    sim = issuer()
+    port = free_tcp_port()
+    acquirer = AcquirerSimulator(
+        AcquirerSimSettings(port=port, dialect="binary", header="2byte", pin_zone_format=4),
+        sim,
+        zone_key,
+    )
+    iso_rig = make_rig(
+        tmp_path,
+        mosquitto_broker,
+        zone_pin_key=zone_key,
+        connector_toml=(
+            f'[connector]\nkind = "iso8583"\nport = {port}\n'
+            'dialect = "binary"\nheader = "2byte"\npin_zone_key_id = "acquirer-zpk"\n'
+            "pin_zone_format = 4\nrequest_timeout = 5.0\n"
+            # The acquirer knows the merchant by its 15-character DE42 id.
+            'merchant_ids = { "M000000000000001" = "000000000000001" }\n'
+        ),
+    )
+
+    async def body() -> None:
+        await acquirer.start()
+        try:
+            async with running_bridge(iso_rig), terminal_link(iso_rig) as link:
+                terminal = iso_rig.terminal
+                good = terminal.authorization("visa_credit", 2222, "GBP", pin="1234")
+                envelope = terminal.seal(good, now_ms=now_ms())
+                answer = await link.exchange(envelope.to_json())
+                _, reply = terminal.open(answer, now_ms=now_ms())
+                assert isinstance(reply, AuthorizationResponse) and reply.approved
+                assert reply.issuer_authentication_data  # the ARPC came back through DE55
+                bad = terminal.authorization("visa_credit", 2222, "GBP", pin="0000")
+                answer = await link.exchange(terminal.seal(bad, now_ms=now_ms()).to_json())
+                _, reply = terminal.open(answer, now_ms=now_ms())
+                assert isinstance(reply, AuthorizationResponse) and reply.response_code == "55"
+                reversal = terminal.reversal(envelope, good)
+                answer = await link.exchange(terminal.seal(reversal, now_ms=now_ms()).to_json())
+                _, reply = terminal.open(answer, now_ms=now_ms())
+                assert isinstance(reply, ReversalResponse) and reply.outcome == "reversed"
+        finally:
+            await acquirer.close()
+
+    pan = Pan("4761739001010010")
+    before = sim.snapshot(pan).balance
+    run(body)
+    assert sim.snapshot(pan).balance == before
+    assert [m for m in acquirer.received if m.get("t") == "0420"]
