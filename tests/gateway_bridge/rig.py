@@ -52,6 +52,9 @@ class Rig:
     config: Path
     terminal: TestTerminal
     broker: MosquittoService
+    #: The initial keys as the terminal and its PIN pad received them (TR-31, unwrapped).
+    data_initial_key: bytes = b""
+    pin_initial_key: bytes = b""
 
 
 def make_rig(
@@ -134,7 +137,7 @@ def make_rig(
         pin_initial_key=pin_initial,
         pin_ikid=PIN_IKID,
     )
-    return Rig(load_settings(config), config, terminal, broker)
+    return Rig(load_settings(config), config, terminal, broker, data_initial, pin_initial)
 
 
 @contextlib.asynccontextmanager
