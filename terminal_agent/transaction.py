@@ -438,6 +438,74 @@ class PaymentTerminal:
             record.tvr, record.tsi, record.tc or record.arqc,
         )  # fmt: skip
 
+    # -- void -----------------------------------------------------------------------------
+
+    async def void_last(self) -> PaymentResult:
+        """Void the last approved purchase: a reversal of it, no card needed.
+
+        Voiding the same purchase again returns the first void's result.
+        """
+        last = next(
+            (r for r in await self.journal.recent(50, state="completed")
+             if r.transaction_type == "purchase"),
+            None,
+        )  # fmt: skip
+        if last is None or last.reversal_target is None:
+            return PaymentResult(0, "", "not_completed", "Not completed: no purchase to void")
+        key = f"void:{last.idempotency_key}"[:64]
+        existing = await self.journal.by_idempotency_key(key)
+        if existing is not None:
+            return self._result_of(existing, "this purchase was already voided")
+        record = await self.journal.create(
+            idempotency_key=key,
+            transaction_type="void",
+            amount=last.amount,
+            currency=last.currency,
+            ecr_reference=f"void of {last.local_id}",
+        )
+        body = ReversalRequest(
+            original_message_id=last.reversal_target,
+            idempotency_key=key,
+            reason="cancelled",
+            amount=last.amount,
+            currency=last.currency,
+        )
+        await self.journal.mark_sent(record.local_id, body.model_dump_json().encode())
+
+        async def journal_id(message_id: str) -> None:
+            await self.journal.add_message_id(record.local_id, message_id)
+
+        try:
+            reply = await self.link.exchange(
+                body, timeout=self.settings.host_timeout_s, on_sealed=journal_id
+            )
+        except LinkError:
+            await self.journal.queue_reversal(record.local_id, "host_timeout")
+            return await self._show(
+                PaymentResult(record.local_id, key, "not_completed",
+                              "Void not confirmed: it will be sent again until it is",
+                              reversal_queued=True)
+            )  # fmt: skip
+        answer = reply.body
+        done = isinstance(answer, ReversalResponse) and answer.outcome in (
+            "reversed", "already_reversed", "accepted"
+        )  # fmt: skip
+        await self.journal.responded(
+            record.local_id,
+            HostAnswer(approved=done, response_code="00" if done else "25",
+                       correlation_id=reply.envelope.correlation_id),
+        )  # fmt: skip
+        if done:
+            await self.journal.complete(record.local_id, CardOutcome())
+            return await self._show(
+                PaymentResult(record.local_id, key, "approved", "VOIDED",
+                              masked_pan=last.masked_pan)
+            )  # fmt: skip
+        await self.journal.decline(record.local_id)
+        return await self._show(
+            PaymentResult(record.local_id, key, "declined", "Void refused: purchase not found")
+        )
+
     # -- reversals -----------------------------------------------------------------------
 
     async def deliver_reversals(self) -> int:

@@ -42,7 +42,8 @@ MessageRole = Literal["request", "reversal"]
 
 #: Every step the state machine allows; anything else is :class:`IllegalTransition`.
 TRANSITIONS: Final[dict[State, frozenset[State]]] = {
-    "created": frozenset({"card_read", "not_completed"}),
+    # created -> sent: a void needs no card (it reverses the purchase it names).
+    "created": frozenset({"card_read", "sent", "not_completed"}),
     "card_read": frozenset({"pin_captured", "sent", "declined", "not_completed"}),
     "pin_captured": frozenset({"sent", "not_completed"}),
     "sent": frozenset({"responded", "reversal_pending"}),
