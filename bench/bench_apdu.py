@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from smartcard.System import readers  # type: ignore[import-untyped]
 
     with PcscdService() as service:
-        os.environ.update(service.client_env)  # noqa: TID251 - a CLI owns its environment
+        os.environ.update(service.client_env)
         link = VpcdCardLink(card, service.vpcd_port)
         link.insert()
         try:

@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     expected = (bytes(range(args.size)), 0x90, 0x00)
 
     with PcscdService() as service:
-        os.environ.update(service.client_env)  # noqa: TID251 - a CLI owns its environment
+        os.environ.update(service.client_env)
         from smartcard import scard  # type: ignore[import-untyped]
         from smartcard.System import readers  # type: ignore[import-untyped]
 
