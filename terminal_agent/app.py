@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from terminal_agent.cardholder import PadCardholder
 from terminal_agent.config import AgentSettings, data_initial_key, read_secret_hex
-from terminal_agent.display import Display
+from terminal_agent.display import Display, FanOut, PadDisplay
 from terminal_agent.journal import TransactionJournal
 from terminal_agent.kernel import EmvKernel
 from terminal_agent.link import MqttLink
@@ -48,6 +48,7 @@ async def open_agent(settings: AgentSettings, display: Display) -> AsyncIterator
                 counters=journal,
             ) as link,
         ):
+            display = FanOut([display, PadDisplay(pinpad)])
             terminal = PaymentTerminal(
                 kernel=EmvKernel(settings.emv),
                 reader=reader,

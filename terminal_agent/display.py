@@ -9,9 +9,9 @@ prompt is built.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 PromptKind = Literal[
     "idle",
@@ -64,3 +64,33 @@ class FanOut:
     async def show(self, prompt: Prompt) -> None:
         for display in self._displays:
             await display.show(prompt)
+
+
+class PadDisplay:
+    """The customer-facing display of the PIN pad: the prompts a cardholder needs."""
+
+    #: Which prompts the cardholder sees on the pad, and in how few words.
+    SHOWN: ClassVar[Mapping[str, str]] = {
+        "present_card": "INSERT CARD",
+        "processing": "PROCESSING",
+        "approved": "APPROVED",
+        "declined": "DECLINED",
+        "not_completed": "NOT COMPLETED",
+        "remove_card": "REMOVE CARD",
+    }
+
+    def __init__(self, pad: PadScreen) -> None:
+        self._pad = pad
+
+    async def show(self, prompt: Prompt) -> None:
+        text = self.SHOWN.get(prompt.kind)
+        if text is None:
+            return
+        try:
+            await self._pad.display((text, *prompt.lines[:1])[:2])
+        except Exception:  # noqa: BLE001 - the pad's own display is best effort
+            return
+
+
+class PadScreen(Protocol):
+    async def display(self, lines: Sequence[str], timeout_ms: int = 0) -> None: ...

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -104,8 +105,16 @@ def pad(rig: Rig, tmp_path: Path) -> Iterator[EmulatedPinpad]:
 
 
 def test_approved_purchase_with_online_pin(
-    rig: Rig, pcscd_vpcd: PcscdService, vpcd_card: CardSlot, pad: EmulatedPinpad, tmp_path: Path
+    rig: Rig,
+    pcscd_vpcd: PcscdService,
+    vpcd_card: CardSlot,
+    pad: EmulatedPinpad,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    """Also the proof for the logs: everything is logged at every level down to TRACE
+    (APDUs, frames, envelopes) and the suite's guard finds no card data in any of it."""
+    caplog.set_level(1)
     sim = issuer()
     before = sim.snapshot(PAN).balance
     vpcd_card(EmvCard(load_profile("visa_credit")))
@@ -123,6 +132,12 @@ def test_approved_purchase_with_online_pin(
             return result
 
     result = asyncio.run(body())
+    traced = [r for r in caplog.records if r.levelno < logging.DEBUG]
+    assert any(r.name.startswith("terminal_agent.reader") for r in traced)  # APDUs were logged
+    assert any(r.name.startswith("terminal_agent.pinpad") for r in traced)  # frames too
+    for record in caplog.records:
+        text = record.getMessage()
+        assert PAN.digits not in text and "D3012" not in text  # PAN, track 2 separator+expiry
     assert result.status == "approved", result.message
     assert result.response_code == "00" and result.authorization_code
     assert result.masked_pan == "476173******0010"
