@@ -1,10 +1,13 @@
 # The two commands of the README. Each installs what it needs first.
-.PHONY: test lint typecheck pytest bootstrap bench
+.PHONY: demo test bootstrap bench
 
 VENV := .venv/bin
 
 bootstrap:
 	@scripts/bootstrap.sh
+
+demo: bootstrap
+	$(VENV)/pos-demo
 
 test: bootstrap
 	$(VENV)/ruff check .

@@ -41,6 +41,7 @@ from typing import Literal
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt import client as paho_client
 from paho.mqtt.properties import Properties
 
 from gateway_bridge.config import BridgeSettings
@@ -554,7 +555,8 @@ class Bridge:
             identifier=self.settings.bridge_id,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if v5 else False,
-            clean_start=not v5,
+            # paho refuses clean_start on 3.1.1 unless left at its default.
+            clean_start=False if v5 else paho_client.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             username=broker.username,
             password=password,

@@ -38,6 +38,7 @@ from types import TracebackType
 from typing import Any, Literal, Protocol
 
 import aiomqtt
+from paho.mqtt import client as paho_client
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -274,7 +275,8 @@ class MqttLink:
             identifier=s.identifier,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             clean_session=None if v5 else False,
-            clean_start=False,
+            # paho refuses clean_start on 3.1.1 unless left at its default.
+            clean_start=False if v5 else paho_client.MQTT_CLEAN_START_FIRST_ONLY,
             properties=properties,
             keepalive=s.keepalive_s,
             timeout=s.connect_timeout_s,
