@@ -40,8 +40,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt import client as paho_client
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway_bridge.config import BridgeSettings
