@@ -302,16 +302,17 @@ async def _shop(
             records = await journal.query_authorizations(AuthorizationQuery(limit=1000))
             closed = await journal.close_batch(TERMINAL_ID, "DEMO-BATCH-1")
             gbp = by_alpha("GBP")
-            for state in ("approved", "declined"):
-                chosen = [r for r in records if r.state == state]
-                total = sum(
-                    r.amount if r.transaction_type != "refund" else -r.amount for r in chosen
-                )
-                say.write(f"      {state:<9} {len(chosen)}  net {gbp.format(total)}\n")
+            approved = [r for r in records if r.state == "approved"]
+            sales = sum(r.amount for r in approved if r.transaction_type == "purchase")
+            refunds = sum(r.amount for r in approved if r.transaction_type == "refund")
+            declined = sum(1 for r in records if r.state == "declined")
+            say.write(
+                f"      purchases {gbp.format(sales)}, refunds {gbp.format(refunds)}, "
+                f"net {gbp.format(sales - refunds)}; {declined} declined\n"
+            )
             say.write(f"      batch DEMO-BATCH-1 closed with {closed} approved transactions\n")
     finally:
         await asyncio.to_thread(pad.stop)  # the pad's own loop runs in its own thread
-    say.write("done: every process and file the demo started is gone\n" if not failures else "")
     return 0 if not failures else 1
 
 
@@ -333,7 +334,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
     with tempfile.TemporaryDirectory(prefix="pos-demo-") as tmp:
         work = Path(tmp)
         keys = prepare(work, host, port, say)
-        return asyncio.run(run_demo(args, work, host, port, keys, say))
+        code = asyncio.run(run_demo(args, work, host, port, keys, say))
+    if code == 0:
+        say.write("done: every process the demo started has stopped and its files are removed\n")
+    return code
 
 
 if __name__ == "__main__":
