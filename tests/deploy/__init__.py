@@ -1,0 +1,1 @@
+"""Tests of the deployment files: udev rules (udev/) and systemd units (deploy/)."""
