@@ -5,6 +5,8 @@
     gateway-bridge terminals add|list --config F  the terminal registry
     gateway-bridge journal --config FILE          recent authorisations (masked PANs)
     gateway-bridge journal-keys FILE              make the journal's PAN keys (mode 0600)
+    gateway-bridge settle --config FILE           close and reconcile batches (docs/settlement.md)
+    gateway-bridge report DATE --config FILE      the batches closed that day (--csv)
     gateway-bridge acquirer-sim ...               the ISO 8583 acquirer host simulator
 
 Every subcommand exits 0 on success and 2 on a user or configuration error, with a
@@ -207,6 +209,11 @@ def main(
         from gateway_bridge.keystore.cli import main as keys_main
 
         return keys_main(argv[1:], environ=environ)
+    if argv and argv[0] in ("settle", "report"):
+        from gateway_bridge.settlement.cli import report_main, settle_main
+
+        command = settle_main if argv[0] == "settle" else report_main
+        return command(argv[1:], environ=environ, out=out)
     if argv and argv[0] == "acquirer-sim":
         from gateway_bridge.acquirer_sim import main as acquirer_main
 

@@ -9,7 +9,11 @@ same dialect and framing, and fronts an issuer (any object implementing
   :class:`.pins.ZonePinService`) -> 0110/0210 with DE38, DE39 and DE55 (91, 71/72);
 - 0400 void -> the issuer's void of the original named by DE90 -> 0410;
 - 0420/0421 reversal advice -> the issuer's reversal -> 0430 (``00`` reversed, ``94``
-  already reversed, ``25`` original unknown).
+  already reversed, ``25`` original unknown);
+- 0500 reconciliation request -> 0510 with DE66 ``1`` (in balance) or ``2`` (out of
+  balance) against its own :attr:`AcquirerSimulator.tally` of what it approved, voided
+  and reversed for that terminal and currency, and its totals (the tally starts over);
+  an 0500 that does not parse answers DE66 ``3``, DE39 ``30``.
 
 Malformed requests answer ``30`` (format error); an issuer that cannot answer, ``91``.
 Originals are remembered per terminal id and STAN (in memory) so that voids and reversals
@@ -62,6 +66,12 @@ from gateway_bridge.connectors.iso8583.framing import (
     Framing,
     HeaderKind,
     reply_tpdu,
+)
+from gateway_bridge.connectors.iso8583.reconciliation import (
+    AcquirerTally,
+    ReconciliationTotals,
+    parse_reconciliation_request,
+    reconciliation_response_fields,
 )
 from gateway_bridge.connectors.iso8583.stan import parse_original_data_elements
 from paycore.currency import by_numeric
@@ -143,6 +153,8 @@ class AcquirerSimulator:
         #: Every message received, decoded (in memory only; for tests to inspect).
         self.received: deque[Fields] = deque(maxlen=1000)
         self.connections_accepted = 0
+        #: What it approved, voided and reversed since the last 0500 (per DE41, currency).
+        self.tally = AcquirerTally()
 
     @property
     def port(self) -> int:
@@ -237,6 +249,8 @@ class AcquirerSimulator:
             answer = await self._financial(fields, writer)
         elif mti in ("0420", "0421"):
             answer = await self._reversal(fields)
+        elif mti == "0500":
+            answer = self._reconcile(fields)
         else:
             log.warning("unsupported %s ignored", mti)
             return
@@ -327,6 +341,8 @@ class AcquirerSimulator:
             self._originals[(fields["41"], request.stan)] = _Original(
                 auth.message_id, request, response
             )
+        if response.approved:
+            self.tally.approved(fields["41"].strip(), fields.get("49", ""), kind, request.amount)
         return messages.authorization_response_fields(fields, response)
 
     async def _reversal(self, fields: Fields) -> Fields | None:
@@ -366,4 +382,24 @@ class AcquirerSimulator:
             answer["39"] = "91"
             return answer
         answer["39"] = messages.OUTCOME_CODES[outcome]
+        if outcome == "reversed" and original.response.approved:
+            self.tally.reversed(
+                fields["41"].strip(),
+                fields.get("49", ""),
+                original.request.transaction_type,
+                original.request.amount,
+            )
         return answer
+
+    def _reconcile(self, fields: Fields) -> Fields:
+        try:
+            request = parse_reconciliation_request(fields)
+        except Iso8583Error as exc:
+            log.info("0500 refused as a format error (%s)", exc)
+            answer = reconciliation_response_fields(fields, ReconciliationTotals(), "3")
+            answer["39"] = "30"
+            return answer
+        own = self.tally.take(request.terminal_id, request.currency_numeric)
+        in_balance = own == request.totals
+        log.info("0500 for terminal %s: in balance %s", request.terminal_id, in_balance)
+        return reconciliation_response_fields(fields, own, "1" if in_balance else "2")

@@ -21,7 +21,9 @@ Messages:
 - :meth:`Iso8583Connector.reverse`: a reversal advice, 0420 the first time, 0421 (repeat)
   after that, from the attempt number the bridge's journal keeps (``Reversal.attempt``)
   or this process's own count, whichever is higher. The journal, not the connector,
-  keeps retrying until an 0430 arrives.
+  keeps retrying until an 0430 arrives;
+- :meth:`Iso8583Connector.reconcile`: an 0500 reconciliation request with the bridge's
+  totals for one terminal and currency, answered 0510 with DE66 (:mod:`.reconciliation`).
 
 Matching: a response belongs to the request in flight with the same MTI class (``01``,
 ``02``, ``04``, ``08``), STAN (DE11) and terminal id (DE41); anything else (late answers
@@ -60,6 +62,12 @@ from gateway_bridge.connectors.iso8583.dialects import (
 )
 from gateway_bridge.connectors.iso8583.errors import FramingError, Iso8583Error
 from gateway_bridge.connectors.iso8583.framing import Frame, FrameDecoder, Framing, HeaderKind
+from gateway_bridge.connectors.iso8583.reconciliation import (
+    ReconciliationResult,
+    ReconciliationTotals,
+    build_reconciliation_request,
+    parse_reconciliation_response,
+)
 from gateway_bridge.connectors.iso8583.stan import (
     StanCounter,
     original_data_elements,
@@ -320,6 +328,36 @@ class Iso8583Connector:
             )
             raise ConnectorTimeout("reversal not acknowledged; retry")
         return outcome
+
+    async def reconcile(
+        self,
+        terminal_id: str,
+        merchant_id: str,
+        currency: str,
+        totals: ReconciliationTotals,
+    ) -> ReconciliationResult:
+        """Send an 0500 with the bridge's totals for one terminal and currency; the 0510's
+        settlement code (DE66) and the acquirer's own totals (:mod:`.reconciliation`)."""
+        link = self._require_link()
+        identity = self._identity(terminal_id, merchant_id)
+        now = self._clock()
+        stan = self._network_stan.next(
+            lambda n: ("05", f"{n:06d}", identity.terminal_id) in link.pending
+        )
+        fields = build_reconciliation_request(
+            terminal_id=identity.terminal_id,
+            merchant_id=identity.merchant_id,
+            currency_numeric=by_alpha(currency).numeric,
+            totals=totals,
+            stan=stan,
+            transmission=transmission_datetime(now),
+            settlement_date=now.strftime("%m%d"),
+        )
+        answer = await self._exchange(link, fields)
+        try:
+            return parse_reconciliation_response(answer)
+        except Iso8583Error as exc:
+            raise ConnectorUnavailable(f"unusable 0510: {exc}") from None
 
     # -- message building helpers ------------------------------------------------------------
 
