@@ -26,19 +26,20 @@ import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TextIO
 
 from gateway_bridge.app import open_bridge
 from gateway_bridge.cli import main as bridge_cli
 from gateway_bridge.config import load_settings as load_bridge_settings
-from gateway_bridge.journal import AuthorizationQuery
 from gateway_bridge.keystore.cli import main as keys_cli
 from gateway_bridge.keystore.software import kcv_of
+from gateway_bridge.settlement import LedgerReconciler, SettlementStore, settle
+from gateway_bridge.settlement.report import write_text
 from hardware.cards import EmvCard, load_profile
 from hardware.pinpad import EmulatedPinpad, PinScript
 from paycore.compat import silence_legacy_tdes_warnings
-from paycore.currency import by_alpha
 from pos_demo.inprocess import InProcessSlot
 from terminal_agent.app import open_agent
 from terminal_agent.config import load_settings as load_agent_settings
@@ -297,20 +298,21 @@ async def _shop(
                         failures += 1
                         say.write(f"      !! expected {expected}\n")
                 await agent.terminal.deliver_reversals()
-            say.write("  - end of day: batch close on the bridge\n")
-            journal = bridge.journal  # type: ignore[attr-defined]
-            records = await journal.query_authorizations(AuthorizationQuery(limit=1000))
-            closed = await journal.close_batch(TERMINAL_ID, "DEMO-BATCH-1")
-            gbp = by_alpha("GBP")
-            approved = [r for r in records if r.state == "approved"]
-            sales = sum(r.amount for r in approved if r.transaction_type == "purchase")
-            refunds = sum(r.amount for r in approved if r.transaction_type == "refund")
-            declined = sum(1 for r in records if r.state == "declined")
-            say.write(
-                f"      purchases {gbp.format(sales)}, refunds {gbp.format(refunds)}, "
-                f"net {gbp.format(sales - refunds)}; {declined} declined\n"
+            say.write("  - end of day: batch close, reconciled with the issuer's ledger\n")
+            connector = bridge.connector  # type: ignore[attr-defined]
+            report = io.StringIO()
+            summaries = await settle(
+                bridge.journal,  # type: ignore[attr-defined]
+                store=SettlementStore(work / "settlement.db"),
+                reconciler=LedgerReconciler(connector.ledger.entries),
+                clock=lambda: datetime.now(UTC),
+                random=secrets.token_bytes,
             )
-            say.write(f"      batch DEMO-BATCH-1 closed with {closed} approved transactions\n")
+            write_text(summaries, report)
+            for line in report.getvalue().splitlines():
+                say.write(f"      {line}\n")
+            if any(summary.status != "in_balance" for summary in summaries):
+                failures += 1
     finally:
         await asyncio.to_thread(pad.stop)  # the pad's own loop runs in its own thread
     return 0 if not failures else 1

@@ -26,6 +26,6 @@ def test_the_demo_runs_a_shift_and_cleans_up(cards: str) -> None:
         "result: APPROVED (response 00) 476173******0010",
     ]
     assert "PIN pad: ENTER PIN" in out and "Insufficient funds" in out
-    assert "net 7.50 GBP" in out and "closed with 2 approved" in out
+    assert "IN BALANCE against the issuer" in out and "net 7.50 GBP" in out
     for text in (out, done.stderr):
         assert "4761739001010010" not in text
