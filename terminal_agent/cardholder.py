@@ -58,22 +58,27 @@ class PadCardholder:
         self.pin_timeout_s = pin_timeout_s
         self.choice_timeout_s = choice_timeout_s
 
-    async def _key(self, accept: set[Key]) -> Key | None:
-        """The next accepted key pressed on the pad; None on timeout."""
-        with self.pinpad.events() as events, contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(self.choice_timeout_s):
-                while True:
-                    event = await events.get()
-                    if isinstance(event, KeyPressedEvent) and event.key in accept:
-                        return event.key
+    async def _ask(self, lines: Sequence[str], accept: set[Key]) -> Key | None:
+        """Show ``lines`` on the pad and return the next accepted key; None on timeout.
+
+        The subscription to key events opens before the question is shown, so a key
+        pressed as soon as it appears is not lost.
+        """
+        with self.pinpad.events() as events:
+            await self.pinpad.display(tuple(lines)[:4])
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.choice_timeout_s):
+                    while True:
+                        event = await events.get()
+                        if isinstance(event, KeyPressedEvent) and event.key in accept:
+                            return event.key
         return None
 
     async def choose_application(self, candidates: Sequence[Candidate]) -> int | None:
         lines = tuple(f"{i + 1} {c.label}"[:20] for i, c in enumerate(candidates[:9]))
         await self.display.show(Prompt("choose_application", "Choose the card to use", lines))
-        await self.pinpad.display(("SELECT:", *lines)[:4])
         keys = {Key(0x31 + i) for i in range(len(lines))} | {Key.CANCEL}
-        key = await self._key(keys)
+        key = await self._ask(("SELECT:", *lines), keys)
         if key is None or key is Key.CANCEL:
             return None
         return _DIGITS[key] - 1
@@ -82,8 +87,8 @@ class PadCardholder:
         await self.display.show(
             Prompt("confirm_application", f"Use {candidate.label}?", ("OK = yes",))
         )
-        await self.pinpad.display((f"USE {candidate.label}?"[:20], "OK = YES"))
-        return await self._key({Key.ENTER, Key.CANCEL}) is Key.ENTER
+        question = (f"USE {candidate.label}?"[:20], "OK = YES")
+        return await self._ask(question, {Key.ENTER, Key.CANCEL}) is Key.ENTER
 
     async def online_pin(self, pan: str, amount: int, currency: str) -> OnlinePinResult:
         money = by_numeric(currency.zfill(3)[-3:]).format(amount)

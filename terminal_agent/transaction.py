@@ -44,6 +44,8 @@ from terminal_agent.display import Display, Prompt
 from terminal_agent.journal import CardData, CardOutcome, HostAnswer, TransactionJournal
 from terminal_agent.journal.model import TransactionRecord
 from terminal_agent.kernel import (
+    CardChannel,
+    CardChannelError,
     Cardholder,
     CardholderAbort,
     Decision,
@@ -160,6 +162,25 @@ def authorization_request(
     )
 
 
+class KernelChannel:
+    """The reader's channel as the kernel's seam: reader failures become CardChannelError.
+
+    The kernel promises its callers one error for a card that went away mid-exchange;
+    the reader layer has its own tree (CardRemovedError, ReaderLostError ...). Without
+    this translation a card pulled after the host approved escaped the completion step
+    and left the approval unreversed.
+    """
+
+    def __init__(self, card: CardChannel) -> None:
+        self._card = card
+
+    async def transmit(self, apdu: bytes) -> tuple[bytes, int, int]:
+        try:
+            return await self._card.transmit(apdu)
+        except ReaderError as exc:
+            raise CardChannelError(f"card channel failed: {exc}") from exc
+
+
 class PaymentTerminal:
     """Runs payments on one reader, PIN pad and link, journaling every step first."""
 
@@ -234,7 +255,7 @@ class PaymentTerminal:
         emv_type = {"purchase": 0x00, "refund": 0x20, "void": 0x02}[transaction_type]
         try:
             first = await self.kernel.start(
-                card,  # type: ignore[arg-type]  # PcscCard implements CardChannel
+                KernelChannel(card),  # type: ignore[arg-type]  # PcscCard is a CardChannel
                 self.cardholder,
                 Transaction(
                     amount=amount,
@@ -244,8 +265,15 @@ class PaymentTerminal:
                     currency_code=int(by_alpha(currency).numeric),
                 ),
             )
-        except CardholderAbort:
-            return await self._not_completed(local_id, key, "Cancelled")
+        except CardholderAbort as abort:
+            why = "Cancelled"
+            if abort.reason == "timeout":
+                why = (
+                    "PIN entry timed out"
+                    if "PIN" in abort.step
+                    else "No answer from the cardholder"
+                )
+            return await self._not_completed(local_id, key, why)
         except KernelError as exc:
             return await self._not_completed(local_id, key, f"Card error: {exc}")
 
@@ -417,11 +445,12 @@ class PaymentTerminal:
             PaymentResult(local_id, key, "not_completed", f"Not completed: {why}")
         )
 
-    async def _show(self, result: PaymentResult) -> PaymentResult:
+    async def _show(self, result: PaymentResult, *, card: bool = True) -> PaymentResult:
         kind: Literal["approved", "declined", "not_completed"] = result.status
         lines = tuple(x for x in (result.masked_pan, result.application_label) if x)
         await self.display.show(Prompt(kind, result.message, lines))
-        await self.display.show(Prompt("remove_card", "Remove card"))
+        if card:
+            await self.display.show(Prompt("remove_card", "Remove card"))
         return result
 
     def _result_of(self, record: TransactionRecord, note: str) -> PaymentResult:
@@ -484,7 +513,8 @@ class PaymentTerminal:
             return await self._show(
                 PaymentResult(record.local_id, key, "not_completed",
                               "Void not confirmed: it will be sent again until it is",
-                              reversal_queued=True)
+                              reversal_queued=True),
+                card=False,
             )  # fmt: skip
         answer = reply.body
         done = isinstance(answer, ReversalResponse) and answer.outcome in (
@@ -499,11 +529,13 @@ class PaymentTerminal:
             await self.journal.complete(record.local_id, CardOutcome())
             return await self._show(
                 PaymentResult(record.local_id, key, "approved", "VOIDED",
-                              masked_pan=last.masked_pan)
+                              masked_pan=last.masked_pan),
+                card=False,
             )  # fmt: skip
         await self.journal.decline(record.local_id)
         return await self._show(
-            PaymentResult(record.local_id, key, "declined", "Void refused: purchase not found")
+            PaymentResult(record.local_id, key, "declined", "Void refused: purchase not found"),
+            card=False,
         )
 
     # -- reversals -----------------------------------------------------------------------
