@@ -5,6 +5,8 @@
     gateway-bridge terminals add|list --config F  the terminal registry
     gateway-bridge journal --config FILE          recent authorisations (masked PANs)
     gateway-bridge journal-keys FILE              make the journal's PAN keys (mode 0600)
+    gateway-bridge ca init|issue-terminal|revoke|crl|...   the terminal CA (docs/broker.md)
+    gateway-bridge broker-config --out DIR ...    Mosquitto with mTLS and per-terminal ACL
     gateway-bridge settle --config FILE           close and reconcile batches (docs/settlement.md)
     gateway-bridge report DATE --config FILE      the batches closed that day (--csv)
     gateway-bridge acquirer-sim ...               the ISO 8583 acquirer host simulator
@@ -209,6 +211,11 @@ def main(
         from gateway_bridge.keystore.cli import main as keys_main
 
         return keys_main(argv[1:], environ=environ)
+    if argv and argv[0] in ("ca", "broker-config"):
+        from gateway_bridge.fleet.cli import broker_config_main, ca_main
+
+        fleet = ca_main if argv[0] == "ca" else broker_config_main
+        return fleet(argv[1:], environ=environ, out=out)
     if argv and argv[0] in ("settle", "report"):
         from gateway_bridge.settlement.cli import report_main, settle_main
 
