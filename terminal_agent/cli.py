@@ -134,6 +134,23 @@ async def _run(settings: AgentSettings) -> int:
         loop.add_signal_handler(sig, stop.set)
     async with open_agent(settings, _Printer(sys.stdout)) as agent:
         await agent.terminal.recover()
+        ecr_task: asyncio.Task[None] | None = None
+        if settings.ecr is not None:
+            import uvicorn
+
+            from terminal_agent.ecr import create_app
+
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    create_app(agent.terminal, settings.ecr),
+                    host=settings.ecr.host,
+                    port=settings.ecr.port,
+                    access_log=False,  # paths carry payment ids; nothing to gain in logs
+                    log_level="warning",
+                )
+            )
+            ecr_task = asyncio.create_task(server.serve())
+            log.info("ECR API on http://%s:%d", settings.ecr.host, settings.ecr.port)
 
         async def status() -> None:
             async for update in agent.reader.updates():
@@ -152,6 +169,9 @@ async def _run(settings: AgentSettings) -> int:
                     await asyncio.wait_for(stop.wait(), settings.timeouts.reversal_retry_s)
         finally:
             watcher.cancel()
+            if ecr_task is not None:
+                server.should_exit = True
+                await ecr_task
     return 0
 
 

@@ -60,6 +60,21 @@ class TimeoutSection(BaseModel):
     reversal_retry_s: Annotated[float, Field(gt=0)] = 30.0
 
 
+class EcrSettings(BaseModel):
+    """Where the ECR API listens and which file holds its bearer token."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8780
+    #: The bearer token the register sends, alone in a 0600 file.
+    token_file: Path = Path("/etc/pos-agent/ecr.token")
+    #: How many journal rows ``GET /v1/payments?reference=`` and ``GET /v1/totals`` scan.
+    scan_limit: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    #: How long a create waits for the payment to be journaled before answering.
+    start_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+
+
 def _agent_emv_defaults() -> TerminalConfig:
     # 9F33 byte 2 without "plaintext PIN for ICC verification": with a PIN pad separate
     # from the reader, the clear PIN would have to cross this computer (cardholder.py).
@@ -81,6 +96,8 @@ class AgentSettings(BaseSettings):
     journal: JournalSection = JournalSection()
     timeouts: TimeoutSection = TimeoutSection()
     emv: TerminalConfig = Field(default_factory=_agent_emv_defaults)
+    #: The ECR API for cash registers (docs/ecr-api.md); off when absent.
+    ecr: EcrSettings | None = None
 
     def link_settings(self) -> LinkSettings:
         return LinkSettings(
@@ -118,6 +135,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         ("keys", "kbpk_file"),
         ("journal", "path"),
         ("journal", "key_file"),
+        ("ecr", "token_file"),
     ):
         part = data.get(section)
         value = part.get(key) if isinstance(part, dict) else None
