@@ -6,8 +6,9 @@ both go through :func:`open_agent`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from terminal_agent.cardholder import PadCardholder
@@ -18,7 +19,8 @@ from terminal_agent.kernel import EmvKernel
 from terminal_agent.link import MqttLink
 from terminal_agent.pinpad import PinpadDriver
 from terminal_agent.reader import ReaderService
-from terminal_agent.transaction import PaymentTerminal, TransactionSettings
+from terminal_agent.receipts import print_receipt, receipt_for
+from terminal_agent.transaction import PaymentResult, PaymentTerminal, TransactionSettings
 
 
 @dataclass
@@ -28,6 +30,25 @@ class Agent:
     pinpad: PinpadDriver
     link: MqttLink
     journal: TransactionJournal
+
+
+def _receipt_printer(
+    settings: AgentSettings, journal: TransactionJournal
+) -> Callable[[PaymentResult], Awaitable[None]] | None:
+    """Print the merchant and customer copies after each payment, when configured."""
+    merchant, printer = settings.receipts, settings.printer
+    if merchant is None or printer is None:
+        return None
+
+    async def print_copies(result: PaymentResult) -> None:
+        record = await journal.get(result.local_id, history=True)
+        if record is None:
+            return
+        for copy in ("merchant", "customer"):
+            receipt = receipt_for(record, result, merchant, copy)
+            await asyncio.to_thread(print_receipt, receipt, printer)
+
+    return print_copies
 
 
 @contextlib.asynccontextmanager
@@ -49,6 +70,7 @@ async def open_agent(settings: AgentSettings, display: Display) -> AsyncIterator
             ) as link,
         ):
             display = FanOut([display, PadDisplay(pinpad)])
+            printer = _receipt_printer(settings, journal)
             terminal = PaymentTerminal(
                 kernel=EmvKernel(settings.emv),
                 reader=reader,
@@ -65,6 +87,7 @@ async def open_agent(settings: AgentSettings, display: Display) -> AsyncIterator
                     card_timeout_s=settings.timeouts.card_s,
                     host_timeout_s=settings.timeouts.host_s,
                 ),
+                on_result=printer,
             )
             yield Agent(terminal, reader, pinpad, link, journal)
     finally:

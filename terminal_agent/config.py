@@ -20,6 +20,8 @@ from terminal_agent.kernel import TerminalConfig
 from terminal_agent.link import LinkSettings, TlsFiles
 from terminal_agent.pinpad import PinpadSettings
 from terminal_agent.reader import ReaderSettings
+from terminal_agent.receipts.model import MerchantSettings
+from terminal_agent.receipts.printer import PrinterSettings
 
 _SECTION = ConfigDict(extra="forbid", frozen=True)
 
@@ -98,6 +100,10 @@ class AgentSettings(BaseSettings):
     emv: TerminalConfig = Field(default_factory=_agent_emv_defaults)
     #: The ECR API for cash registers (docs/ecr-api.md); off when absent.
     ecr: EcrSettings | None = None
+    #: The merchant block of receipts, and where they are printed (docs/receipts.md);
+    #: no receipts are printed without a printer.
+    receipts: MerchantSettings | None = None
+    printer: PrinterSettings | None = None
 
     def link_settings(self) -> LinkSettings:
         return LinkSettings(
@@ -136,6 +142,7 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
         ("journal", "path"),
         ("journal", "key_file"),
         ("ecr", "token_file"),
+        ("printer", "path"),
     ):
         part = data.get(section)
         value = part.get(key) if isinstance(part, dict) else None

@@ -24,7 +24,7 @@ import dataclasses
 import datetime as dt
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -195,6 +195,7 @@ class PaymentTerminal:
         display: Display,
         settings: TransactionSettings | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        on_result: Callable[[PaymentResult], Awaitable[None]] | None = None,
     ) -> None:
         self.kernel = kernel
         self.reader = reader
@@ -205,6 +206,9 @@ class PaymentTerminal:
         self.settings = settings or TransactionSettings()
         self._clock = clock
         self._stan = 0
+        #: Called with every final result (the receipt printer); its failure is logged,
+        #: never turned into a failed payment.
+        self._on_result = on_result
 
     async def pay(
         self,
@@ -451,6 +455,11 @@ class PaymentTerminal:
         await self.display.show(Prompt(kind, result.message, lines))
         if card:
             await self.display.show(Prompt("remove_card", "Remove card"))
+        if self._on_result is not None:
+            try:
+                await self._on_result(result)
+            except Exception:
+                log.exception("after-payment step failed for transaction %d", result.local_id)
         return result
 
     def _result_of(self, record: TransactionRecord, note: str) -> PaymentResult:

@@ -53,7 +53,9 @@ def pad(rig: Rig, tmp_path: Path) -> Iterator[EmulatedPinpad]:
     emulated.stop()
 
 
-def agent_config(rig: Rig, pcscd: PcscdService, pad: EmulatedPinpad, folder: Path) -> Path:
+def agent_config(
+    rig: Rig, pcscd: PcscdService, pad: EmulatedPinpad, folder: Path, *, receipts: bool = False
+) -> Path:
     """What provisioning leaves on a terminal: the config, the TR-31 key, the secrets."""
     kbpk = secrets.token_bytes(32)
     header = tr31.KeyBlockHeader(
@@ -75,6 +77,13 @@ def agent_config(rig: Rig, pcscd: PcscdService, pad: EmulatedPinpad, folder: Pat
         f'[journal]\npath = "journal.db"\nkey_file = "journal.key"\n'
         f"[timeouts]\ncard_s = 10\npin_s = 5\nhost_s = 5\n"
     )
+    if receipts:
+        with config.open("a") as handle:
+            handle.write(
+                '[receipts]\nname = "Corner Shop"\naddress = ["1 High Street", "Leeds"]\n'
+                f'merchant_id = "M0001"\nterminal_id = "{TERMINAL_ID}"\n'
+                '[printer]\npath = "receipts.txt"\nkind = "file"\nwidth = 32\n'
+            )
     return config
 
 
@@ -95,7 +104,7 @@ def test_pay_then_void_last_from_the_command_line(
     assert catalogue is not None
     sim = IssuerSimulator.from_paths([catalogue])
     before = sim.snapshot(PAN).balance
-    config = agent_config(rig, pcscd_vpcd, pad, tmp_path)
+    config = agent_config(rig, pcscd_vpcd, pad, tmp_path, receipts=True)
     vpcd_card(EmvCard(load_profile("visa_credit")))
     pad.queue_pin(PinScript.entered("1234"))
 
@@ -113,6 +122,11 @@ def test_pay_then_void_last_from_the_command_line(
 
     asyncio.run(body())
     assert sim.snapshot(PAN).balance == before
+    printed = (tmp_path / "receipts.txt").read_bytes()
+    assert printed.startswith(b"\x1b@")  # ESC @: the printer is initialised per receipt
+    assert printed.count(b"MERCHANT COPY") == 2 and printed.count(b"CUSTOMER COPY") == 2
+    assert b"APPROVED" in printed and b"VOID" in printed and b"Corner Shop" in printed
+    assert PAN.digits.encode() not in printed and b"476173" in printed  # merchant copy 6+4
     listing = io.StringIO()
     assert agent_cli(["journal", "--config", str(config)], out=listing) == 0
     lines = listing.getvalue().splitlines()
