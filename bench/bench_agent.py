@@ -9,7 +9,7 @@ network, bridge and issuer) and the rest: the agent's own processing (kernel, jo
 sealing, state machine). Memory: ``terminal-agent pay`` run as its own process, its
 peak resident set read back.
 
-    python bench/bench_agent.py [--purchases 100]
+    python bench/bench_agent.py [--purchases 200]
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _pct(values: list[float], q: float) -> float:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--purchases", type=int, default=100)
+    parser.add_argument("--purchases", type=int, default=200)
     args = parser.parse_args(argv)
     silence_legacy_tdes_warnings()
 
