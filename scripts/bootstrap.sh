@@ -16,6 +16,7 @@ DEBIAN_PACKAGES=(
     socat                         # serial line tools for hardware-in-the-loop work
     softhsm2                      # the PKCS#11 token the bridge's key store is tested on
     postgresql                    # the bridge's journal at scale (a private cluster per run)
+    chromium                      # the cashier page's browser tests (Playwright drives it)
 )
 
 missing=()

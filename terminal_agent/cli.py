@@ -3,6 +3,7 @@
     terminal-agent run --config FILE          the service: devices, link, reversals, status
     terminal-agent pay AMOUNT --config FILE   one transaction now (purchase, --refund, --void-last)
     terminal-agent journal --config FILE      recent transactions, masked
+    terminal-agent doctor --config FILE       the self-test a technician runs (--json)
 
 ``pay`` exits 0 when approved, 1 when declined, 3 when not completed; 2 is a usage or
 configuration error. Nothing printed or logged ever holds a PAN, track data, a PIN block
@@ -28,7 +29,7 @@ from paycore.errors import CodecError
 from paycore.redact import RedactingFilter
 from terminal_agent.app import open_agent
 from terminal_agent.config import AgentSettings, ConfigError, load_settings, read_secret_hex
-from terminal_agent.display import Prompt
+from terminal_agent.display import Display, FanOut, Prompt
 from terminal_agent.journal import JournalError, TransactionJournal
 
 log = logging.getLogger("terminal_agent")
@@ -132,17 +133,31 @@ async def _run(settings: AgentSettings) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with open_agent(settings, _Printer(sys.stdout)) as agent:
+    feed = None
+    display: Display = _Printer(sys.stdout)
+    if settings.ecr is not None:
+        from terminal_agent.cashier import CashierFeed
+
+        feed = CashierFeed()  # the cashier page's live prompts
+        display = FanOut([display, feed])
+    async with open_agent(settings, display) as agent:
         await agent.terminal.recover()
         ecr_task: asyncio.Task[None] | None = None
-        if settings.ecr is not None:
+        if settings.ecr is not None and feed is not None:
             import uvicorn
 
-            from terminal_agent.ecr import create_app
+            from terminal_agent.cashier import create_cashier_app
+            from terminal_agent.ecr.settings import read_token
 
             server = uvicorn.Server(
                 uvicorn.Config(
-                    create_app(agent.terminal, settings.ecr),
+                    create_cashier_app(
+                        agent.terminal,
+                        settings.ecr,
+                        feed,
+                        token=read_token(settings.ecr.token_file),
+                        pinpad=agent.pinpad,
+                    ),
                     host=settings.ecr.host,
                     port=settings.ecr.port,
                     access_log=False,  # paths carry payment ids; nothing to gain in logs
@@ -150,7 +165,11 @@ async def _run(settings: AgentSettings) -> int:
                 )
             )
             ecr_task = asyncio.create_task(server.serve())
-            log.info("ECR API on http://%s:%d", settings.ecr.host, settings.ecr.port)
+            log.info(
+                "ECR API and cashier page on http://%s:%d/cashier",
+                settings.ecr.host,
+                settings.ecr.port,
+            )
 
         async def status() -> None:
             async for update in agent.reader.updates():
@@ -170,6 +189,8 @@ async def _run(settings: AgentSettings) -> int:
         finally:
             watcher.cancel()
             if ecr_task is not None:
+                if feed is not None:
+                    feed.close()  # ends the pages' event streams so the server can stop
                 server.should_exit = True
                 await ecr_task
     return 0
@@ -193,8 +214,13 @@ async def _journal(settings: AgentSettings, limit: int, out: TextIO) -> int:
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     out = sys.stdout if out is None else out
     silence_legacy_tdes_warnings()
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["doctor"]:
+        from terminal_agent.doctor import main as doctor_main
+
+        return doctor_main(words[1:], out=out)
     try:
-        args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+        args = _parser().parse_args(words)
         settings = load_settings(args.config)
         if args.command == "journal":
             return asyncio.run(_journal(settings, args.limit, out))
