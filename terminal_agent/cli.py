@@ -157,6 +157,8 @@ async def _run(settings: AgentSettings) -> int:
                         feed,
                         token=read_token(settings.ecr.token_file),
                         pinpad=agent.pinpad,
+                        merchant=settings.receipts,
+                        printer=settings.printer,
                     ),
                     host=settings.ecr.host,
                     port=settings.ecr.port,

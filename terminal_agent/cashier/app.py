@@ -29,9 +29,19 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from pydantic import SecretStr
 
-from terminal_agent.cashier.feed import CashierFeed, banners_json, health, prompt_json, sse_event
+from terminal_agent.cashier.feed import (
+    DEFAULT_KEY_THRESHOLD,
+    Banner,
+    CashierFeed,
+    KeyWatch,
+    banners_json,
+    health,
+    prompt_json,
+    sse_event,
+)
 from terminal_agent.ecr import EcrSettings, create_app
 from terminal_agent.pinpad import PinpadDriver
+from terminal_agent.receipts import MerchantSettings, PrinterSettings
 from terminal_agent.transaction import PaymentTerminal
 
 __all__ = ["DEFAULT_CURRENCIES", "add_cashier_routes", "create_cashier_app"]
@@ -85,16 +95,31 @@ def add_cashier_routes(
     pinpad: PinpadDriver | None = None,
     currencies: Mapping[str, int] = DEFAULT_CURRENCIES,
     health_interval_s: float = 0.5,
+    key_threshold: int = DEFAULT_KEY_THRESHOLD,
+    key_interval_s: float = 30.0,
 ) -> None:
     """Add the cashier routes to the ECR ``app`` built around the same ``terminal``.
 
     ``token`` is the ECR bearer token (the page sends it); ``pinpad`` defaults to the
-    driver of the terminal's ``PadCardholder``.
+    driver of the terminal's ``PadCardholder``. The keys-low banners show when the PIN
+    pad's PIN key (the cardholder's ``pin_key_slot``) or the terminal's own DUKPT counter
+    space has fewer than ``key_threshold`` keys left (checked every ``key_interval_s``).
     """
     if pinpad is None:
         found = getattr(terminal.cardholder, "pinpad", None)
         pinpad = found if isinstance(found, PinpadDriver) else None
+    slot = getattr(terminal.cardholder, "pin_key_slot", 1)
+    keys = KeyWatch(
+        pinpad,
+        terminal.journal,
+        slot=slot if isinstance(slot, int) else 1,
+        threshold=key_threshold,
+        interval_s=key_interval_s,
+    )
     page = render_page(token.get_secret_value(), currencies)
+
+    async def banners() -> list[Banner]:
+        return health(terminal.reader, pinpad, terminal.link) + await keys.banners()
 
     def forbidden() -> Response:
         return Response(_FORBIDDEN, status_code=403, media_type="text/plain", headers=_HEADERS)
@@ -124,7 +149,7 @@ def add_cashier_routes(
             try:
                 yield b"retry: 1000\n\n"
                 yield sse_event("prompt", prompt_json(feed.last))
-                shown = banners_json(health(terminal.reader, pinpad, terminal.link))
+                shown = banners_json(await banners())
                 yield sse_event("health", shown)
                 while True:
                     try:
@@ -136,7 +161,7 @@ def add_cashier_routes(
                         if prompt is None:
                             return
                         yield sse_event("prompt", prompt_json(prompt))
-                    now = banners_json(health(terminal.reader, pinpad, terminal.link))
+                    now = banners_json(await banners())
                     if now != shown:
                         shown = now
                         yield sse_event("health", now)
@@ -162,15 +187,24 @@ def create_cashier_app(
     token: SecretStr,
     pinpad: PinpadDriver | None = None,
     currencies: Mapping[str, int] = DEFAULT_CURRENCIES,
+    merchant: MerchantSettings | None = None,
+    printer: PrinterSettings | None = None,
+    key_threshold: int = DEFAULT_KEY_THRESHOLD,
+    key_interval_s: float = 30.0,
 ) -> FastAPI:
     """The ECR app (:func:`terminal_agent.ecr.create_app`) with the cashier screen added.
 
     ``feed`` must be one of the displays the terminal and its cardholder seam show
     prompts on (put it in their ``FanOut``). Call ``feed.close()`` before stopping the
     server: it ends the open pages' event streams, which uvicorn otherwise waits for.
+    ``merchant`` and ``printer`` (the agent's ``[receipts]`` and ``[printer]``) make the
+    receipt view and reprint work; without them those answer 409.
     """
-    app = create_app(terminal, settings, token=token)
-    add_cashier_routes(app, terminal, feed, token=token, pinpad=pinpad, currencies=currencies)
+    app = create_app(terminal, settings, token=token, merchant=merchant, printer=printer)
+    add_cashier_routes(
+        app, terminal, feed, token=token, pinpad=pinpad, currencies=currencies,
+        key_threshold=key_threshold, key_interval_s=key_interval_s,
+    )  # fmt: skip
     return app
 
 
@@ -215,9 +249,28 @@ _PAGE: Final = """<!doctype html>
       <button id="refund" class="action refund">Refund</button>
       <button id="void" class="action void">Void last</button>
       <button id="cancel" class="action cancel" hidden>Cancel</button>
+      <button id="show-history" class="action nav">History</button>
+      <button id="show-totals" class="action nav">Totals</button>
     </div>
   </section>
 </main>
+<section id="history" class="view" hidden aria-label="History">
+  <header><h2>History</h2><button class="close-view">Close</button></header>
+  <ol id="history-list"></ol>
+</section>
+<section id="receipt" class="view" hidden aria-label="Receipt">
+  <header><h2>Receipt</h2>
+    <button id="receipt-customer">Customer</button><button id="receipt-merchant">Merchant</button>
+    <button id="receipt-print">Print</button><button class="close-view">Close</button></header>
+  <div id="receipt-message" aria-live="polite"></div>
+  <div id="receipt-body"></div>
+</section>
+<section id="totals" class="view" hidden aria-label="Totals">
+  <header><h2>Totals</h2><button id="close-batch">Close batch</button>
+    <button class="close-view">Close</button></header>
+  <h3>Today</h3><table id="totals-today"></table>
+  <h3>Last batch</h3><div id="batch-info"></div><table id="totals-batch"></table>
+</section>
 </body>
 </html>
 """

@@ -15,16 +15,24 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from typing import Final
+import logging
+import math
+import time
+from typing import Final, Protocol
 
+from paycore.dukpt import AES_MAX_COUNTER, AES_MAX_ONE_BITS
 from terminal_agent.display import Prompt
+from terminal_agent.journal import JournalError
 from terminal_agent.link import MqttLink
-from terminal_agent.pinpad import PinpadDriver
+from terminal_agent.pinpad import PinpadDriver, PinpadError
 from terminal_agent.pinpad.driver import LinkState
 from terminal_agent.reader import ReaderService
 from terminal_agent.reader.service import ReaderState
 
-__all__ = ["Banner", "CashierFeed", "health", "sse_event"]
+__all__ = ["DEFAULT_KEY_THRESHOLD", "Banner", "CashierFeed", "KeyWatch", "aes_keys_left", "health",
+           "sse_event"]  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 #: Prompts queued for one slow page before it is dropped (it reconnects and catches up).
 QUEUE_LIMIT: Final = 64
@@ -92,6 +100,98 @@ def health(
                 )
             )
     return banners
+
+
+#: Keys left under which the cashier is told to ask for new keys (``[cashier] key_threshold``).
+DEFAULT_KEY_THRESHOLD: Final = 10_000
+KEYS_LOW_TEXT: Final = "PIN pad keys running low — ask for new keys (provisioning)"
+
+
+def aes_keys_left(next_counter: int) -> int:
+    """AES DUKPT transaction keys left from ``next_counter``: the counters up to
+    ``AES_MAX_COUNTER`` with at most 16 one-bits (X9.24-3-2017 6.1)."""
+
+    def usable_below(limit: int) -> int:
+        count, ones = 0, 0
+        for bit in range(limit.bit_length() - 1, -1, -1):
+            if limit >> bit & 1:
+                room = AES_MAX_ONE_BITS - ones
+                count += sum(math.comb(bit, j) for j in range(0, min(room, bit) + 1) if room >= 0)
+                ones += 1
+        return count
+
+    if next_counter > AES_MAX_COUNTER:
+        return 0
+    return usable_below(AES_MAX_COUNTER + 1) - usable_below(max(next_counter, 0))
+
+
+class _KeyStatus(Protocol):
+    @property
+    def keys_left(self) -> int: ...
+
+
+class _Pad(Protocol):
+    async def key_status(self, slot: int) -> _KeyStatus: ...
+
+
+class _Counters(Protocol):
+    async def next_counter(self) -> int: ...
+
+
+class KeyWatch:
+    """The keys-low banners: the PIN pad's key in ``slot`` (KEY STATUS) and the terminal's
+    own data-key DUKPT counter space (journal), each against ``threshold`` keys left.
+    Asked at most once per ``interval_s`` however many pages are open; a pad that does not
+    answer (busy with a PIN entry, unplugged) keeps the last answer."""
+
+    def __init__(
+        self,
+        pinpad: _Pad | None,
+        counters: _Counters | None,
+        *,
+        slot: int = 1,
+        threshold: int = DEFAULT_KEY_THRESHOLD,
+        interval_s: float = 30.0,
+    ) -> None:
+        self.pinpad, self.counters, self.slot = pinpad, counters, slot
+        self.threshold, self.interval_s = threshold, interval_s
+        self._pad_low = False
+        self._own_low = False
+        self._checked = -math.inf
+        self._lock = asyncio.Lock()
+
+    async def banners(self) -> list[Banner]:
+        async with self._lock:
+            if time.monotonic() - self._checked >= self.interval_s:
+                await self._check()
+                self._checked = time.monotonic()
+        shown: list[Banner] = []
+        if self._pad_low:
+            shown.append(Banner("pinpad_keys_low", KEYS_LOW_TEXT,
+                                "Keys are used up one per PIN: ask support for a new key load "
+                                "before they run out."))  # fmt: skip
+        if self._own_low:
+            shown.append(Banner("terminal_keys_low", "Terminal keys running low — ask for "
+                                "new keys (provisioning)",
+                                "The terminal's own encryption keys are nearly used up: ask "
+                                "support for a new key load."))  # fmt: skip
+        return shown
+
+    async def _check(self) -> None:
+        if self.pinpad is not None:
+            try:
+                status = await self.pinpad.key_status(self.slot)
+            except PinpadError as exc:
+                log.debug("KEY STATUS not answered: %s", type(exc).__name__)
+            else:
+                self._pad_low = status.keys_left < self.threshold
+        if self.counters is not None:
+            try:
+                left = aes_keys_left(await self.counters.next_counter())
+            except JournalError as exc:  # a journal problem must not end the page's feed
+                log.debug("DUKPT counter not read: %s", type(exc).__name__)
+            else:
+                self._own_low = left < self.threshold
 
 
 def prompt_json(prompt: Prompt) -> str:

@@ -14,18 +14,28 @@ import hmac
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response
 from fastapi.exceptions import HTTPException, RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from terminal_agent.ecr.models import Payment, PaymentCreate, PaymentList, Problem, Totals
+from terminal_agent.ecr.models import (
+    BatchList,
+    BatchOut,
+    Payment,
+    PaymentCreate,
+    PaymentList,
+    Printed,
+    Problem,
+    Totals,
+)
 from terminal_agent.ecr.service import EcrError, EcrService
 from terminal_agent.ecr.settings import EcrSettings, read_token
 from terminal_agent.journal import JournalTransientError
+from terminal_agent.receipts import Copy, MerchantSettings, PrinterSettings, render_html
 from terminal_agent.transaction import PaymentTerminal
 
 PaymentId = Annotated[int, Path(ge=1, le=2**62, description="The payment's id")]
@@ -36,6 +46,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such id"}}
 _CONFLICT: dict[int | str, dict[str, Any]] = {409: {"model": Problem, "description": "Conflict"}}
 _CHALLENGE = 'Bearer realm="ecr"'
+_RECEIPT_HEADERS = {
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
+}
 
 
 def _problem(status: int, error: str, message: str, fields: list[str] | None = None) -> Response:
@@ -79,10 +94,19 @@ class BearerGuard:
 
 
 def create_app(
-    terminal: PaymentTerminal, settings: EcrSettings, *, token: SecretStr | None = None
+    terminal: PaymentTerminal,
+    settings: EcrSettings,
+    *,
+    token: SecretStr | None = None,
+    merchant: MerchantSettings | None = None,
+    printer: PrinterSettings | None = None,
 ) -> FastAPI:
     """The ASGI app for ``terminal``; the token is read from ``settings.token_file``
-    unless given (:class:`~terminal_agent.config.ConfigError` if that file is unsafe)."""
+    unless given (:class:`~terminal_agent.config.ConfigError` if that file is unsafe).
+
+    ``merchant`` (the ``[receipts]`` section) is needed for receipts, ``printer`` for
+    printing them; without them those routes answer 409.
+    """
     secret = (token or read_token(settings.token_file)).get_secret_value().encode()
     service = EcrService(
         terminal, scan_limit=settings.scan_limit, start_timeout_s=settings.start_timeout_s
@@ -171,6 +195,17 @@ def create_app(
         return PaymentList(payments=await service.by_reference(reference))
 
     @app.get(
+        "/v1/payments/recent",
+        response_model=PaymentList,
+        dependencies=auth,
+        summary="The newest payments first (masked PANs only)",
+    )
+    async def recent_payments(
+        limit: Annotated[int, Query(ge=1, le=200, description="How many, 1 to 200")] = 20,
+    ) -> PaymentList:
+        return PaymentList(payments=await service.recent(limit))
+
+    @app.get(
         "/v1/payments/{payment_id}",
         response_model=Payment,
         dependencies=auth,
@@ -199,6 +234,51 @@ def create_app(
     )
     async def void_payment(payment_id: PaymentId) -> Payment:
         return await service.void(payment_id)
+
+    @app.get(
+        "/v1/payments/{payment_id}/receipt",
+        dependencies=auth,
+        responses={**_NOT_FOUND, **_CONFLICT, 200: {"content": {"text/html": {}}}},
+        response_class=HTMLResponse,
+        summary="One copy of a finished payment's receipt, as an escaped HTML snippet",
+    )
+    async def receipt_html(
+        payment_id: PaymentId,
+        copy: Annotated[Copy, Query(description="customer or merchant")] = "customer",
+    ) -> Response:
+        receipt = await service.receipt(payment_id, copy, merchant)
+        return HTMLResponse(render_html(receipt), headers=_RECEIPT_HEADERS)
+
+    @app.post(
+        "/v1/payments/{payment_id}/receipt/print",
+        response_model=Printed,
+        dependencies=auth,
+        responses={**_NOT_FOUND, **_CONFLICT, 503: {"model": Problem}},
+        summary="Print the customer and merchant copies again",
+    )
+    async def print_receipt_again(payment_id: PaymentId) -> Printed:
+        sent = await service.print_receipts(payment_id, merchant, printer)
+        return Printed(copies=["customer", "merchant"], bytes=sent)
+
+    @app.post(
+        "/v1/batches/close",
+        response_model=BatchOut,
+        dependencies=auth,
+        summary="Close the terminal batch (end of day)",
+    )
+    async def close_batch(
+        idempotency_key: Annotated[
+            str | None,
+            Header(pattern=r"^[\x21-\x7E]{1,64}$", description="A repeat returns the same batch"),
+        ] = None,
+    ) -> BatchOut:
+        return await service.close_batch(idempotency_key)
+
+    @app.get("/v1/batches", response_model=BatchList, dependencies=auth, summary="Closed batches")
+    async def list_batches(
+        limit: Annotated[int, Query(ge=1, le=200, description="How many, 1 to 200")] = 20,
+    ) -> BatchList:
+        return BatchList(batches=await service.batches(limit))
 
     @app.get("/v1/totals", response_model=Totals, dependencies=auth, summary="A day's totals")
     async def totals(

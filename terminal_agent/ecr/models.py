@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from paycore.wire.messages import Amount, CurrencyCode, IdempotencyKey
+from terminal_agent.journal.model import Batch
 
 Status = Literal["pending", "approved", "declined", "not_completed"]
 PaymentType = Literal["purchase", "refund"]
@@ -87,6 +88,48 @@ class Totals(BaseModel):
 
     date: dt.date
     lines: list[TotalsLine]
+
+
+class BatchOut(BaseModel):
+    """``POST /v1/batches/close``, ``GET /v1/batches``: one closed terminal batch: the
+    approved and declined payments that ended between ``since`` and ``closed_at``."""
+
+    model_config = _RESPONSE
+
+    id: int
+    closed_at: dt.datetime
+    since: dt.datetime | None
+    lines: list[TotalsLine]
+
+
+class BatchList(BaseModel):
+    model_config = _RESPONSE
+
+    batches: list[BatchOut]
+
+
+def batch_out(batch: Batch) -> BatchOut:
+    """The API's view of a journal batch (journal states as API statuses)."""
+    lines = [
+        TotalsLine(
+            type=line.transaction_type,
+            status="approved" if line.state == "completed" else "declined",
+            currency=line.currency,
+            count=line.count,
+            amount=line.amount,
+        )
+        for line in batch.lines
+    ]
+    return BatchOut(id=batch.batch_id, closed_at=batch.closed_at, since=batch.since, lines=lines)
+
+
+class Printed(BaseModel):
+    """``POST /v1/payments/{id}/receipt/print``: what was sent to the printer."""
+
+    model_config = _RESPONSE
+
+    copies: list[Literal["customer", "merchant"]]
+    bytes: int
 
 
 class Problem(BaseModel):

@@ -17,6 +17,8 @@ Errors (each maps to one HTTP status in :mod:`terminal_agent.ecr.app`)::
     ├── IdempotencyConflict    409  key already used for a different payment
     ├── NotCancellable         409  finished, or already sent to the card issuer
     ├── NotVoidable            409  not the last approved purchase
+    ├── NoReceipt              409  still running, or no merchant settings / printer
+    ├── PrinterFailed          503  the printer did not print (absent, busy, misconfigured)
     └── ServiceUnavailable     503  the payment could not be started (journal)
 """
 
@@ -30,8 +32,25 @@ import logging
 from typing import Final
 
 from terminal_agent.display import Prompt
-from terminal_agent.ecr.models import Payment, PaymentCreate, Status, Totals, TotalsLine
+from terminal_agent.ecr.models import (
+    BatchOut,
+    Payment,
+    PaymentCreate,
+    Status,
+    Totals,
+    TotalsLine,
+    batch_out,
+)
 from terminal_agent.journal import JournalError, State, TransactionRecord
+from terminal_agent.receipts import (
+    Copy,
+    MerchantSettings,
+    PrinterError,
+    PrinterSettings,
+    Receipt,
+    print_receipt,
+    receipt_for,
+)
 from terminal_agent.transaction import PaymentResult, PaymentTerminal
 
 log = logging.getLogger(__name__)
@@ -90,6 +109,14 @@ class NotVoidable(EcrError):
 
 class ServiceUnavailable(EcrError):
     status, code = 503, "unavailable"
+
+
+class NoReceipt(EcrError):
+    status, code = 409, "no_receipt"
+
+
+class PrinterFailed(EcrError):
+    status, code = 503, "printer_unavailable"
 
 
 class EcrService:
@@ -285,6 +312,66 @@ class EcrService:
             for (t, s, c), (n, a) in sorted(sums.items())
         ]
         return Totals(date=day, lines=lines)
+
+    async def recent(self, limit: int) -> list[Payment]:
+        """The newest ``limit`` payments first (masked PANs only)."""
+        return [self._payment(r) for r in await self.terminal.journal.recent(limit)]
+
+    async def receipt(
+        self, local_id: int, copy: Copy, merchant: MerchantSettings | None
+    ) -> Receipt:
+        """The ``copy`` receipt of a finished payment, rebuilt from the journal."""
+        if merchant is None:
+            raise NoReceipt("no merchant settings configured: receipts cannot be made")
+        record = await self._get(local_id)
+        payment = self._payment(record)
+        if payment.status == "pending":
+            raise NoReceipt(f"payment {local_id} is still in progress")
+        result = PaymentResult(
+            local_id=record.local_id,
+            idempotency_key=record.idempotency_key,
+            status=payment.status,
+            message=payment.message,
+            response_code=payment.response_code,
+            authorization_code=payment.authorization_code,
+            masked_pan=payment.masked_pan,
+            application_label=payment.application_label,
+            aid=payment.aid,
+            tvr=payment.tvr,
+            tsi=payment.tsi,
+            cryptogram=payment.cryptogram,
+            signature_required=payment.signature_required,
+            reversal_queued=payment.reversal_queued,
+        )
+        try:
+            return receipt_for(record, result, merchant, copy)
+        except ValueError:  # ReceiptDataError, or journal values it cannot read
+            raise NoReceipt(
+                f"payment {local_id}: its journal record cannot make a receipt"
+            ) from None
+
+    async def print_receipts(
+        self, local_id: int, merchant: MerchantSettings | None, printer: PrinterSettings | None
+    ) -> int:
+        """Print the customer then the merchant copy; the number of bytes sent."""
+        if printer is None:
+            raise NoReceipt("no printer configured")
+        copies = [await self.receipt(local_id, c, merchant) for c in ("customer", "merchant")]
+        sent = 0
+        try:
+            for receipt in copies:
+                sent += await asyncio.to_thread(print_receipt, receipt, printer)
+        except PrinterError as exc:
+            log.warning("receipt of payment %d not printed: %s", local_id, type(exc).__name__)
+            raise PrinterFailed(f"the receipt was not printed: {exc}") from None
+        return sent
+
+    async def close_batch(self, idempotency_key: str | None) -> BatchOut:
+        """Close the terminal batch in the journal (end of day)."""
+        return batch_out(await self.terminal.journal.close_batch(idempotency_key=idempotency_key))
+
+    async def batches(self, limit: int) -> list[BatchOut]:
+        return [batch_out(b) for b in await self.terminal.journal.batches(limit)]
 
     async def aclose(self) -> None:
         """Shutdown: cancel a running payment (it is journaled ``not_completed``)."""

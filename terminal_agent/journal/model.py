@@ -144,3 +144,26 @@ class Recovery:
     reversals_queued: tuple[int, ...]
     declined: tuple[int, ...]
     abandoned: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLine:
+    """One line of a closed batch: the count and sum of one type, final state and currency."""
+
+    transaction_type: TransactionType
+    state: Literal["completed", "declined"]
+    currency: str
+    count: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A terminal batch (end of day): the completed and declined transactions that became
+    final after the previous close (``since``; ``None`` for the first) up to ``closed_at``."""
+
+    batch_id: int
+    closed_at: datetime
+    since: datetime | None
+    lines: tuple[BatchLine, ...]
+    idempotency_key: str | None = None

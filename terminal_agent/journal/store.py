@@ -19,6 +19,7 @@ it is returned, so a crash can skip counters but never reuse one.
 
 from __future__ import annotations
 
+import json
 import secrets
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -41,6 +42,8 @@ from terminal_agent.journal.errors import (
 from terminal_agent.journal.model import (
     BODY_STATES,
     TRANSITIONS,
+    Batch,
+    BatchLine,
     CardData,
     CardOutcome,
     HostAnswer,
@@ -98,6 +101,17 @@ _SCHEMA: Final = (
         next_counter INTEGER NOT NULL
     )""",
 )
+#: Added without a schema version bump (an older database gains it when opened): the
+#: terminal batches closed at end of day, their totals as JSON.
+_BATCHES: Final = """CREATE TABLE IF NOT EXISTS batches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    closed_at TEXT NOT NULL,
+    since TEXT,
+    totals TEXT NOT NULL,
+    idempotency_key TEXT UNIQUE,
+    last_seq INTEGER NOT NULL
+)"""
+_BATCH_COLUMNS: Final = "id, closed_at, since, totals, idempotency_key"
 _AAD_PREFIX: Final = b"pos-terminal-journal/v1/request-body/"
 
 
@@ -141,6 +155,21 @@ def _migrate(tx: Tx) -> int:
         conn.execute(statement)
     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
     return SCHEMA_VERSION
+
+
+def _add_batches(tx: Tx) -> None:
+    tx.conn.execute(_BATCHES)
+
+
+def _batch(row: Sequence[Any]) -> Batch:
+    batch_id, closed_at, since, totals, key = row
+    lines = tuple(
+        BatchLine(cast(Any, t), cast(Any, s), str(c), int(n), int(a))
+        for t, s, c, n, a in json.loads(totals)
+    )
+    return Batch(
+        int(batch_id), _dt(closed_at), _dt(since) if since is not None else None, lines, key
+    )
 
 
 def _row(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> dict[str, Any] | None:
@@ -230,6 +259,7 @@ class TransactionJournal:
         worker = Worker(path)
         try:
             await worker.submit(_migrate)
+            await worker.submit(_add_batches)
         except BaseException:
             await worker.stop()
             raise
@@ -517,6 +547,68 @@ class TransactionJournal:
                 "SELECT next_counter FROM dukpt_counters WHERE key_id = ?", (key_id,)
             ).fetchone()
             return next_usable_counter(1 if row is None else int(row[0]))
+
+        return await self._worker.submit(job)
+
+    # -- terminal batches (end of day) ---------------------------------------------------
+
+    async def close_batch(self, *, idempotency_key: str | None = None) -> Batch:
+        """Close the terminal batch: totals by type, final state and currency of the
+        ``completed`` and ``declined`` transactions that reached that state since the
+        previous close (the journal's transitions are numbered, so each final transaction
+        is counted in exactly one batch).
+
+        A repeated ``idempotency_key`` returns the batch it closed; a close with nothing
+        new records an empty batch.
+        """
+
+        def job(tx: Tx) -> Batch:
+            conn = tx.conn
+            if idempotency_key is not None:
+                row = conn.execute(
+                    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE idempotency_key = ?",  # noqa: S608
+                    (idempotency_key,),
+                ).fetchone()
+                if row is not None:
+                    return _batch(row)
+            prev = conn.execute(
+                "SELECT closed_at, last_seq FROM batches ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            since, after = (prev[0], int(prev[1])) if prev is not None else (None, 0)
+            top = conn.execute("SELECT MAX(seq) FROM transitions").fetchone()
+            upto = int(top[0]) if top and top[0] is not None else 0
+            closed_at = _ts(self._clock())
+            if since is not None:
+                closed_at = max(closed_at, since)
+            totals = conn.execute(
+                "SELECT t.transaction_type, t.state, t.currency, COUNT(*), SUM(t.amount)"
+                " FROM transitions s JOIN transactions t ON t.id = s.transaction_id"
+                " WHERE s.state IN ('completed', 'declined') AND s.seq > ? AND s.seq <= ?"
+                " GROUP BY t.transaction_type, t.state, t.currency"
+                " ORDER BY t.transaction_type, t.state, t.currency",
+                (after, upto),
+            ).fetchall()
+            text = json.dumps([list(t) for t in totals])
+            cursor = conn.execute(
+                "INSERT INTO batches (closed_at, since, totals, idempotency_key, last_seq)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (closed_at, since, text, idempotency_key, upto),
+            )
+            return _batch((cursor.lastrowid, closed_at, since, text, idempotency_key))
+
+        return await self._worker.submit(job)
+
+    async def batches(self, limit: int = 20) -> list[Batch]:
+        """The closed batches, newest first."""
+        if not 1 <= limit <= 10_000:
+            raise ValueError("limit must be between 1 and 10000")
+
+        def job(tx: Tx) -> list[Batch]:
+            rows = tx.conn.execute(
+                f"SELECT {_BATCH_COLUMNS} FROM batches ORDER BY id DESC LIMIT ?",  # noqa: S608
+                (limit,),
+            ).fetchall()
+            return [_batch(r) for r in rows]
 
         return await self._worker.submit(job)
 

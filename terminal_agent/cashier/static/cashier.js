@@ -165,6 +165,105 @@
     events.onerror = () => { document.body.dataset.feed = "lost"; };  // EventSource retries
   }
 
+  // -- History, receipts, totals and end of day ------------------------------------------
+  let receiptId = null;
+  let receiptCopy = "customer";
+  function money(minor, currency) {
+    const exp = exponents[currency] ?? 2;
+    const sign = minor < 0 ? "-" : "";
+    const text = String(Math.abs(minor)).padStart(exp + 1, "0");
+    return sign + (exp === 0 ? text : text.slice(0, -exp) + "." + text.slice(-exp)) + " " + currency;
+  }
+  function openView(id) {
+    for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== id;
+  }
+  function closeViews() { for (const v of document.querySelectorAll(".view")) v.hidden = true; }
+  function cell(row, text) { const td = document.createElement("td"); td.textContent = text; row.append(td); }
+
+  async function showHistory() {
+    openView("history");
+    const list = $("history-list");
+    list.replaceChildren();
+    const r = await api("GET", "/v1/payments/recent?limit=20");
+    if (!r.ok) { list.textContent = (r.data && r.data.message) || "Not available"; return; }
+    for (const p of r.data.payments) {
+      const li = document.createElement("li");
+      const button = document.createElement("button");
+      button.className = "history-item " + p.status;
+      button.dataset.id = String(p.id);
+      const when = new Date(p.created_at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+      button.textContent = [when, p.type, money(p.amount, p.currency), p.status.replace("_", " "),
+                            p.masked_pan || ""].join("  ");
+      button.addEventListener("click", () => showReceipt(p.id, "customer"));
+      li.append(button);
+      list.append(li);
+    }
+    if (!r.data.payments.length) list.textContent = "No payments yet";
+  }
+
+  async function showReceipt(id, copy) {
+    receiptId = id; receiptCopy = copy;
+    openView("receipt");
+    $("receipt-message").textContent = "";
+    const response = await fetch("/v1/payments/" + id + "/receipt?copy=" + copy,
+      { headers: { Authorization: "Bearer " + token }, cache: "no-store" });
+    if (!response.ok) {
+      let message = "No receipt (" + response.status + ")";
+      try { message = (await response.json()).message; } catch (e) { /* keep */ }
+      $("receipt-body").replaceChildren();
+      $("receipt-message").textContent = message;
+      return;
+    }
+    // The server escapes every value (render_html); parse it inert, without its <style>.
+    const doc = new DOMParser().parseFromString(await response.text(), "text/html");
+    for (const s of doc.querySelectorAll("style, script")) s.remove();
+    $("receipt-body").replaceChildren(...doc.body.childNodes);
+  }
+
+  async function printReceipt() {
+    if (receiptId === null) return;
+    $("receipt-message").textContent = "Printing…";
+    const r = await api("POST", "/v1/payments/" + receiptId + "/receipt/print");
+    $("receipt-message").textContent = r.ok ? "Printed: customer and merchant copies"
+      : ((r.data && r.data.message) || "Not printed (" + r.status + ")");
+  }
+
+  function fillTotals(table, lines) {
+    table.replaceChildren();
+    if (!lines.length) { const row = table.insertRow(); cell(row, "No payments"); return; }
+    for (const l of lines) {
+      const row = table.insertRow();
+      row.className = "line " + l.status;
+      cell(row, l.type); cell(row, l.status.replace("_", " ")); cell(row, String(l.count));
+      cell(row, money(l.amount, l.currency));
+    }
+  }
+  function showBatch(b) {
+    $("batch-info").textContent = b ? "Batch " + b.id + " closed " + new Date(b.closed_at).toLocaleString() : "No batch closed yet";
+    fillTotals($("totals-batch"), b ? b.lines : []);
+  }
+  async function showTotals() {
+    openView("totals");
+    const [today, batches] = await Promise.all([api("GET", "/v1/totals"), api("GET", "/v1/batches?limit=1")]);
+    if (today.ok) fillTotals($("totals-today"), today.data.lines);
+    if (batches.ok) showBatch(batches.data.batches[0] || null);
+  }
+  async function closeBatch() {
+    $("close-batch").disabled = true;
+    try {
+      const r = await api("POST", "/v1/batches/close");
+      if (r.ok) showBatch(r.data); else $("batch-info").textContent = (r.data && r.data.message) || "Not closed";
+    } finally { $("close-batch").disabled = false; }
+  }
+
+  $("show-history").addEventListener("click", showHistory);
+  $("show-totals").addEventListener("click", showTotals);
+  $("receipt-customer").addEventListener("click", () => receiptId !== null && showReceipt(receiptId, "customer"));
+  $("receipt-merchant").addEventListener("click", () => receiptId !== null && showReceipt(receiptId, "merchant"));
+  $("receipt-print").addEventListener("click", printReceipt);
+  $("close-batch").addEventListener("click", closeBatch);
+  for (const b of document.querySelectorAll(".close-view")) b.addEventListener("click", closeViews);
+
   document.querySelector("#keypad").addEventListener("click", (e) => {
     const key = e.target.closest(".key");
     if (!key || busy) return;

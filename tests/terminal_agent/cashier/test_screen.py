@@ -11,6 +11,7 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import uvicorn
@@ -30,6 +31,7 @@ from terminal_agent.kernel import EmvKernel, TerminalConfig
 from terminal_agent.link import LinkSettings, MqttLink
 from terminal_agent.pinpad import PinpadDriver, PinpadSettings
 from terminal_agent.reader import ReaderService, ReaderSettings
+from terminal_agent.receipts import MerchantSettings
 from terminal_agent.transaction import PaymentTerminal, TransactionSettings
 from tests.gateway_bridge.rig import DATA_IKID, TERMINAL_ID, Rig, running_bridge
 from tests.terminal_agent.ecr.harness import TOKEN
@@ -71,7 +73,13 @@ class Screen:
 
 @contextlib.asynccontextmanager
 async def screen(
-    rig: Rig, pcscd: PcscdService, tmp_path: Path, pad: EmulatedPinpad, *, reader: str | None
+    rig: Rig,
+    pcscd: PcscdService,
+    tmp_path: Path,
+    pad: EmulatedPinpad,
+    *,
+    reader: str | None,
+    **options: Any,
 ) -> AsyncIterator[Screen]:
     """The agent (as tests/terminal_agent/test_payment.py builds it, with the cashier feed
     in its displays), its ECR + cashier app under uvicorn, and headless Chromium."""
@@ -106,7 +114,7 @@ async def screen(
             )
             app = create_cashier_app(
                 terminal, EcrSettings(token_file=tmp_path / "unused"), feed,
-                token=SecretStr(TOKEN),
+                token=SecretStr(TOKEN), **options,
             )  # fmt: skip
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
@@ -259,5 +267,67 @@ def test_banners_reader_missing_bridge_offline_pinpad_missing_and_local_only(
                 assert unauth.status_code == 401
                 missing = await client.get("/cashier/static/..%2Fapp.py")
                 assert missing.status_code == 404
+
+    asyncio.run(body())
+
+
+def test_history_receipt_close_batch_and_keys_low_banner(
+    rig: Rig, pcscd_vpcd: PcscdService, vpcd_card: CardSlot, pad: EmulatedPinpad, tmp_path: Path
+) -> None:
+    vpcd_card(EmvCard(load_profile("visa_credit")))
+    pad.queue_pin(PinScript.entered("1234"))
+    merchant = MerchantSettings(name="Corner Shop", merchant_id="123456789012345", terminal_id="T1")
+    # The emulated pad's fresh key has ~2**32 keys less a few: a threshold above that is "low".
+    options = {"merchant": merchant, "key_threshold": 2**33, "key_interval_s": 0.2}
+
+    async def body() -> None:
+        async with (
+            running_bridge(rig, issuer()),
+            screen(rig, pcscd_vpcd, tmp_path, pad, reader=pcscd_vpcd.card_reader, **options) as s,
+        ):
+            page = await s.page(LARGE)
+            await expect(page.locator("#banner-pinpad_keys_low")).to_contain_text(
+                "PIN pad keys running low \u2014 ask for new keys (provisioning)"
+            )
+            await expect(page.locator("#banner-terminal_keys_low")).to_have_count(1)
+            await type_amount(page, "725")
+            await page.click("#pay")
+            await expect(page.locator("#headline")).to_have_text("APPROVED", timeout=15_000)
+
+            await page.click("#show-history")
+            item = page.locator(".history-item").first
+            await expect(item).to_contain_text("7.25 GBP")
+            await expect(item).to_contain_text("476173******0010")
+            await expect(item).to_contain_text("approved")
+            await s.shot(page, "history-1280x800")
+            await item.click()
+            body_ = page.locator("#receipt-body .receipt")
+            await expect(body_).to_have_attribute("data-copy", "customer")
+            await expect(body_).to_contain_text("Corner Shop")
+            await expect(body_).to_contain_text("0010")
+            await page.click("#receipt-merchant")
+            await expect(body_).to_have_attribute("data-copy", "merchant")
+            await expect(body_).to_contain_text("476173******0010")
+            await page.click("#receipt-print")
+            await expect(page.locator("#receipt-message")).to_have_text("no printer configured")
+            await s.shot(page, "receipt-1280x800")
+            assert PAN.digits not in await page.content()
+
+            await page.locator("#receipt .close-view").click()
+            await page.click("#show-totals")
+            await expect(page.locator("#totals-today")).to_contain_text("7.25 GBP")
+            await expect(page.locator("#batch-info")).to_have_text("No batch closed yet")
+            await page.click("#close-batch")
+            await expect(page.locator("#batch-info")).to_contain_text("Batch 1 closed")
+            row = page.locator("#totals-batch tr.line.approved")
+            await expect(row).to_contain_text("purchase")
+            await expect(row).to_contain_text("7.25 GBP")
+            await s.shot(page, "totals-1280x800")
+            batches = await s.journal.batches()
+            assert [(b.batch_id, len(b.lines)) for b in batches] == [(1, 1)]
+            assert (batches[0].lines[0].count, batches[0].lines[0].amount) == (1, 725)
+            await page.click("#close-batch")  # nothing new since: an empty batch
+            await expect(page.locator("#batch-info")).to_contain_text("Batch 2 closed")
+            await expect(page.locator("#totals-batch")).to_contain_text("No payments")
 
     asyncio.run(body())

@@ -237,7 +237,9 @@ def test_openapi_is_served_with_the_bearer_scheme(
     schema = asyncio.run(body())
     assert set(schema["paths"]) == {
         "/v1/payments", "/v1/payments/{payment_id}", "/v1/payments/{payment_id}/cancel",
-        "/v1/payments/{payment_id}/void", "/v1/totals",
+        "/v1/payments/{payment_id}/void", "/v1/totals", "/v1/payments/recent",
+        "/v1/payments/{payment_id}/receipt", "/v1/payments/{payment_id}/receipt/print",
+        "/v1/batches/close", "/v1/batches",
     }  # fmt: skip
     assert schema["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     create = schema["components"]["schemas"]["PaymentCreate"]

@@ -82,7 +82,7 @@ def test_no_request_makes_a_server_error(served: Served) -> None:
     document = served.request(method="GET", url="/openapi.json").json()
     schema = schemathesis.openapi.from_dict(document)
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
-    assert len(operations) == 6
+    assert len(operations) == 11
     cases = st.one_of([op.as_strategy(mode) for op in operations for mode in GenerationMode])
     seen: set[int] = set()
 
