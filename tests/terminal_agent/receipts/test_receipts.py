@@ -555,3 +555,28 @@ def test_a_printer_that_stops_taking_data_times_out() -> None:
     finally:
         os.close(slave)
         os.close(master)
+
+
+# -- golden files: every template, byte for byte --------------------------------------
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.mark.parametrize("copy", ["customer", "merchant"])
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_text_and_escpos_match_their_golden_files(
+    cases: dict[str, Case], scenario: str, copy: typing.Literal["customer", "merchant"]
+) -> None:
+    """golden/<scenario>-<copy>.txt is the reviewed plain-text layout, and
+    golden/<scenario>-<copy>.escpos.txt the text the printer gets (the printer centres and
+    enlarges by command, so its text has no padding and no stars).
+
+    A change to what a receipt says shows up here as a diff to read, not as a surprise
+    on paper.
+    """
+    case = cases[scenario]
+    receipt = receipt_for(case.record, case.result, MERCHANT, copy)
+    text = render_text(receipt, 42)
+    assert text == (GOLDEN / f"{scenario}-{copy}.txt").read_text(encoding="utf-8")
+    printed = escpos_text(render_escpos(receipt, 42))
+    assert printed == (GOLDEN / f"{scenario}-{copy}.escpos.txt").read_text(encoding="utf-8")
