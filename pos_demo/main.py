@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from pydantic import SecretStr
+
 from gateway_bridge.app import open_bridge
 from gateway_bridge.cli import main as bridge_cli
 from gateway_bridge.config import load_settings as load_bridge_settings
@@ -37,13 +39,15 @@ from gateway_bridge.keystore.cli import main as keys_cli
 from gateway_bridge.keystore.software import kcv_of
 from gateway_bridge.settlement import LedgerReconciler, SettlementStore, settle
 from gateway_bridge.settlement.report import write_text
-from hardware.cards import EmvCard, load_profile
+from hardware.cards import EmvCard, catalogue, load_profile
 from hardware.pinpad import EmulatedPinpad, PinScript
 from paycore.compat import silence_legacy_tdes_warnings
 from pos_demo.inprocess import InProcessSlot
-from terminal_agent.app import open_agent
+from terminal_agent.app import Agent, open_agent
+from terminal_agent.cashier import CashierFeed, create_cashier_app
+from terminal_agent.config import EcrSettings
 from terminal_agent.config import load_settings as load_agent_settings
-from terminal_agent.display import PadDisplay, Prompt
+from terminal_agent.display import Display, FanOut, PadDisplay, Prompt
 from terminal_agent.transaction import PaymentResult
 
 TERMINAL_ID = "DEMO0001"
@@ -182,6 +186,56 @@ def _pcsc_available() -> bool:
     return True
 
 
+async def _interactive(
+    agent: Agent, slot: Slot, pad: EmulatedPinpad, feed: CashierFeed, work: Path, say: TextIO
+) -> None:
+    """Leave everything running with the cashier page on localhost; cards come from here."""
+    import uvicorn
+
+    token = secrets.token_urlsafe(24)
+    ecr = EcrSettings(host="127.0.0.1", port=_free_port(), token_file=work / "ecr.token")
+    app = create_cashier_app(agent.terminal, ecr, feed, token=SecretStr(token), pinpad=agent.pinpad)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=ecr.host, port=ecr.port, access_log=False, log_level="warning")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    say.write(f"7/7  cashier page: http://{ecr.host}:{ecr.port}/cashier\n")
+    say.write(f"     cards: {' '.join(catalogue())}\n")
+    say.write("     commands: insert NAME, remove, pin DIGITS, cancel, quit\n")
+    say.flush()
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            line = await loop.run_in_executor(None, sys.stdin.readline)
+            words = line.split()
+            if not line or words[:1] == ["quit"]:
+                break
+            if not words:
+                continue
+            verb, rest = words[0], words[1:]
+            if verb == "insert" and rest and rest[0] in catalogue():
+                await asyncio.to_thread(slot, EmvCard(load_profile(rest[0])))
+                say.write(f"     card {rest[0]} inserted\n")
+            elif verb == "remove":
+                await asyncio.to_thread(slot.remove)
+                say.write("     card removed\n")
+            elif verb == "pin" and rest and rest[0].isdigit():
+                pad.queue_pin(PinScript.entered(rest[0]))
+                say.write("     the cardholder will type that PIN at the next PIN entry\n")
+            elif verb == "cancel":
+                pad.queue_pin(PinScript.cancelled())
+                say.write("     the cardholder will press CANCEL at the next PIN entry\n")
+            else:
+                say.write("     commands: insert NAME, remove, pin DIGITS, cancel, quit\n")
+            say.flush()
+    finally:
+        feed.close()
+        server.should_exit = True
+        await serving
+
+
 def prepare(work: Path, host: str, port: int, say: TextIO) -> tuple[bytes, str, bytes, str]:
     """Keys, the bridge's configuration and the terminal's registration (the operator's
     part, before anything runs)."""
@@ -262,7 +316,9 @@ async def _shop(
                 f"[timeouts]\ncard_s = 15\npin_s = 15\nhost_s = 10\n"
             )
             settings = load_agent_settings(work / "agent.toml")
-            async with open_agent(settings, Transcript(out)) as agent:
+            feed = CashierFeed() if args.interactive else None
+            display: Display = Transcript(out) if feed is None else FanOut([Transcript(out), feed])
+            async with open_agent(settings, display) as agent:
                 say.write("5/7  terminal agent: reader, PIN pad driver, MQTT link, journal\n")
                 if reader_name is None:
                     agent.terminal.reader = slot  # type: ignore[assignment]
@@ -272,6 +328,9 @@ async def _shop(
                 say.write(
                     f"6/7  PIN pad key loaded by its load-key command: KCV {kcv.hex().upper()}\n"
                 )
+                if args.interactive and feed is not None:
+                    await _interactive(agent, slot, pad, feed, work, say)
+                    return 0
                 say.write("7/7  the shift:\n")
                 failures = 0
                 script = [
@@ -321,6 +380,11 @@ async def _shop(
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pos-demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--broker", help="HOST:PORT of a running MQTT broker (default: embedded)")
+    parser.add_argument(
+        "--interactive",
+        action="store_true",
+        help="leave it running with the cashier page on localhost; insert cards from here",
+    )
     parser.add_argument(
         "--in-process-cards",
         action="store_true",
