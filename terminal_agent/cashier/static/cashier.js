@@ -53,6 +53,7 @@
       return;
     }
     lastKind = p.kind;
+    if (FINAL.has(p.kind)) setCancellable(false);  // over: nothing left to cancel
     let detail = p.text;
     const headline = HEADLINES[p.kind] ?? "";
     if (headline && detail.toUpperCase().startsWith(headline)) {
