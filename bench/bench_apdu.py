@@ -17,22 +17,9 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from hardware.pcsc.echo import EchoCard
 from hardware.pcsc.pcscd import PcscdService, wait_for_card
 from hardware.pcsc.vpcd import VpcdCardLink
-
-
-class _EchoCard:
-    """Answers any command with its data field and 9000."""
-
-    def power_on(self) -> bytes:
-        return bytes.fromhex("3B800181")  # T=1
-
-    def power_off(self) -> None:
-        return None
-
-    def process_apdu(self, command: bytes) -> bytes:
-        data = command[5 : 5 + command[4]] if len(command) > 5 else b""
-        return data + b"\x90\x00"
 
 
 def _measure(call: Callable[[], object], count: int) -> list[float]:
@@ -64,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--size must be 1 to 255")
     apdu = bytes([0x80, 0xCA, 0x00, 0x00, args.size, *range(args.size), 0x00])
 
-    card = _EchoCard()
+    card = EchoCard()
     direct = _measure(lambda: card.process_apdu(apdu), args.count)
 
     from smartcard.System import readers  # type: ignore[import-untyped]

@@ -22,22 +22,9 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from hardware.pcsc.echo import EchoCard
 from hardware.pcsc.pcscd import PcscdService, wait_for_card
 from hardware.pcsc.vpcd import VpcdCardLink
-
-
-class _EchoCard:
-    """Answers any command with its data field and 9000."""
-
-    def power_on(self) -> bytes:
-        return bytes.fromhex("3B800181")  # T=1
-
-    def power_off(self) -> None:
-        return None
-
-    def process_apdu(self, command: bytes) -> bytes:
-        data = command[5 : 5 + command[4]] if len(command) > 5 else b""
-        return data + b"\x90\x00"
 
 
 def _measure(call: Callable[[], object], count: int) -> list[float]:
@@ -88,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from terminal_agent.reader import PcscAdapter
 
-        link = VpcdCardLink(_EchoCard(), service.vpcd_port)
+        link = VpcdCardLink(EchoCard(), service.vpcd_port)
         link.insert()
         try:
             wait_for_card(service.card_reader, present=True)
