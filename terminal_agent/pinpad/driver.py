@@ -172,6 +172,11 @@ class PinpadDriver:
     async def close(self) -> None:
         """Close the port and stop; subscriptions end. Idempotent."""
         transport, self._transport = self._transport, None
+        # The port first: cancelling the supervisor while it awaits ``transport.lost``
+        # would cancel that future, and a transport whose ``lost`` is done no longer
+        # closes its port (the next open of the pad then fails on the exclusive lock).
+        if transport is not None:
+            transport.close()
         tasks = list(self._background)
         if self._supervisor is not None:
             tasks.append(self._supervisor)
@@ -179,8 +184,6 @@ class PinpadDriver:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if transport is not None:
-            transport.close()
         self._set_state(LinkState.DISCONNECTED)
         self._events.close()
         self._states.close()
@@ -294,7 +297,7 @@ class PinpadDriver:
             self._transport = transport
             self._set_state(LinkState.CONNECTED)
             try:
-                await transport.lost
+                await asyncio.shield(transport.lost)
             finally:
                 if self._transport is transport:
                     self._transport = None

@@ -514,3 +514,16 @@ def test_settings_validate_and_map_to_link_timings() -> None:
         PinpadSettings(unknown=1)  # type: ignore[call-arg]
     assert "PinpadDriver(port='/dev/pos-pinpad'" in repr(PinpadDriver(settings))
     logging.getLogger(__name__).debug("settings %s", settings)
+
+
+def test_a_closed_driver_releases_the_port_for_the_next_one(pinpad: PinpadFactory) -> None:
+    """close() must close the port: it is opened exclusively, so a leaked descriptor
+    would keep every later driver (the service after provisioning, the doctor) out."""
+    pad = start_pad(pinpad)
+    serials = [run_with_driver(pad, lambda d: _serial(d)) for _ in range(3)]
+    assert serials == [pad.serial] * 3
+    assert pad.stats.executed[Command.IDENTIFY] == 3
+
+
+async def _serial(driver: PinpadDriver) -> str:
+    return (await driver.identify()).serial
