@@ -17,6 +17,11 @@ happened. The terminal registry lives in the same database: its
 :meth:`TerminalRegistry.advance_counter` is one conditional ``UPDATE``, so a replayed or
 old DUKPT counter is refused even with many bridges sharing one PostgreSQL database.
 
+Enrolment codes (issue 8) live there too, one per terminal, as a SHA-256-sized digest
+only: :meth:`Journal.redeem_enrolment_code` checks and spends a code and, in the same
+transaction, gives the terminal its new data initial key id, so two bridges redeeming one
+code together cannot both succeed. No record returned by the journal holds the digest.
+
 What is never stored: track 2 equivalent data, PIN blocks, CVV/CVC or any other
 sensitive authentication data. There are no columns for them, and the entry types below
 have no fields that could carry them. PANs are stored only as AES-GCM ciphertext under the
@@ -130,6 +135,26 @@ def _check_digest(digest: bytes) -> None:
         raise ValueError("request_digest must be a 32-byte SHA-256 digest")
 
 
+def normalise_initial_key_id(key_id: str) -> str:
+    """An AES DUKPT Initial Key ID as the registry stores it: 16 hex digits, upper case.
+
+    The first 8 bytes of the terminal's KSN (X9.24-3-2017 6.1); ValueError otherwise.
+    """
+    if not isinstance(key_id, str):
+        raise ValueError("data_initial_key_id must be 16 hex digits (8 bytes)")
+    upper = key_id.upper()
+    if not _INITIAL_KEY_ID.fullmatch(upper):
+        raise ValueError("data_initial_key_id must be 16 hex digits (8 bytes)")
+    return upper
+
+
+def check_code_digest(code_digest: bytes) -> bytes:
+    """An enrolment code's digest: 32 bytes (ValueError otherwise; never echoed)."""
+    if not isinstance(code_digest, bytes | bytearray | memoryview) or len(code_digest) != 32:
+        raise ValueError("code_digest must be a 32-byte digest")
+    return bytes(code_digest)
+
+
 # -- the terminal registry ------------------------------------------------------------------
 
 
@@ -145,9 +170,7 @@ class TerminalRegistration:
     status: TerminalStatus = "active"
 
     def __post_init__(self) -> None:
-        key_id = self.data_initial_key_id.upper()
-        if not _INITIAL_KEY_ID.fullmatch(key_id):
-            raise ValueError("data_initial_key_id must be 16 hex digits (8 bytes)")
+        key_id = normalise_initial_key_id(self.data_initial_key_id)
         object.__setattr__(self, "data_initial_key_id", key_id)
         if self.status not in TERMINAL_STATUSES:
             raise ValueError(f"unknown terminal status {self.status!r}")
@@ -170,6 +193,44 @@ class TerminalRecord:
     last_seen_at: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+# -- enrolment codes ------------------------------------------------------------------------
+
+EnrolmentOutcome = Literal["ok", "wrong", "expired", "used", "locked", "unknown"]
+ENROLMENT_OUTCOMES: tuple[EnrolmentOutcome, ...] = (
+    "ok",
+    "wrong",
+    "expired",
+    "used",
+    "locked",
+    "unknown",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentCodeRecord:
+    """A terminal's enrolment code as queries return it: never the code or its digest."""
+
+    terminal_id: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None
+    failed_attempts: int
+    created_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolmentRedemption:
+    """What :meth:`Journal.redeem_enrolment_code` decided.
+
+    ``terminal`` is the updated registry row when ``outcome`` is ``"ok"`` (None
+    otherwise); ``failed_attempts`` is the count after this call (0 when ``unknown``).
+    """
+
+    outcome: EnrolmentOutcome
+    terminal: TerminalRecord | None
+    failed_attempts: int
 
 
 # -- authorisations -------------------------------------------------------------------------
@@ -501,6 +562,38 @@ class Journal(TerminalRegistry, Protocol):
     async def close_batch(self, terminal_id: str, batch_id: str) -> int:
         """Put every approved, unreversed, unbatched authorisation of the terminal into
         ``batch_id``; returns how many."""
+        ...
+
+    # enrolment codes
+    async def create_enrolment_code(
+        self, terminal_id: str, code_digest: bytes, expires_at: datetime, created_by: str
+    ) -> EnrolmentCodeRecord:
+        """Store the digest (32 bytes, else ValueError) of a new one-time code for a
+        registered terminal (else :class:`UnknownTerminal`), replacing any earlier code of
+        the terminal, used or not: no failed attempts, not used."""
+        ...
+
+    async def get_enrolment_code(self, terminal_id: str) -> EnrolmentCodeRecord | None: ...
+
+    async def redeem_enrolment_code(
+        self,
+        terminal_id: str,
+        code_digest: bytes,
+        *,
+        max_attempts: int,
+        new_data_initial_key_id: str,
+    ) -> EnrolmentRedemption:
+        """Check and spend a code in one transaction (exactly one concurrent caller of a
+        right code gets ``ok``). Checked in order: no code ``unknown``; used ``used``;
+        ``max_attempts`` failures ``locked``; ``expires_at <= now`` ``expired``; another
+        digest counts a failure and is ``wrong`` (``locked`` if that reaches
+        ``max_attempts``). Else the code is used now and the terminal's row gets
+        ``new_data_initial_key_id`` (16 hex digits, stored upper case), no last counter
+        and status ``active``, in the same transaction: ``ok`` with that row."""
+        ...
+
+    async def delete_enrolment_code(self, terminal_id: str) -> bool:
+        """Remove the terminal's code; True if there was one."""
         ...
 
     async def close(self) -> None: ...

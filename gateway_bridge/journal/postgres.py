@@ -194,6 +194,8 @@ async def _run(conn: asyncpg.pool.PoolConnectionProxy[Any], program: Program) ->
 
 
 async def _migrate(conn: asyncpg.pool.PoolConnectionProxy[Any], schema: str | None) -> None:
+    """Create the schema if missing, upgrade an older one (every statement is ``IF NOT
+    EXISTS``: existing rows stay), refuse a newer one; one transaction, under the lock."""
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
         if schema is not None:

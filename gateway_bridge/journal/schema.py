@@ -1,4 +1,4 @@
-"""The journal's schema, version 1, for SQLite and PostgreSQL (DESIGN section 6).
+"""The journal's schema, version 2, for SQLite and PostgreSQL (DESIGN section 6).
 
 Both dialects have the same tables, columns, unique constraints and checks; they differ
 only in types (SQLite stores timestamps as fixed-width UTC text that sorts in time order,
@@ -17,11 +17,22 @@ for in-flight entries therefore goes by ``received_at`` and is bounded by its ca
 
 ``schema_version`` holds one row; a database whose version is above
 :data:`SCHEMA_VERSION` is refused (:class:`~gateway_bridge.journal.base.SchemaTooNew`).
+A database whose version is below it is upgraded when opened: every statement here is
+``CREATE ... IF NOT EXISTS``, so running them all in one transaction adds what is new and
+leaves existing tables and rows alone, then the version row is rewritten.
+
+Versions:
+
+1. terminals, authorizations, reversals.
+2. ``enrolment_codes`` (issue 8): at most one one-time enrolment code per terminal, kept
+   only as a 32-byte digest, with its expiry, use time and failed attempt count. Its
+   ``terminal_id`` references ``terminals`` (the SQLite journal's connections turn
+   ``foreign_keys`` on, so both dialects enforce it).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _STATES = "'received', 'sent', 'approved', 'declined', 'failed', 'timed_out'"
 _TERMINAL_STATUSES = "'active', 'suspended', 'revoked'"
@@ -118,15 +129,27 @@ CREATE INDEX IF NOT EXISTS reversals_due ON reversals (next_attempt_at)
         """
 CREATE INDEX IF NOT EXISTS reversals_by_original
     ON reversals (terminal_id, original_message_id)""",
+        # version 2
+        f"""
+CREATE TABLE IF NOT EXISTS enrolment_codes (
+    terminal_id         TEXT PRIMARY KEY
+                        REFERENCES terminals (terminal_id) ON DELETE CASCADE,
+    code_digest         {blob} NOT NULL,
+    created_at          {ts} NOT NULL,
+    expires_at          {ts} NOT NULL,
+    used_at             {ts},
+    failed_attempts     {bigint} NOT NULL DEFAULT 0 CHECK (failed_attempts >= 0),
+    created_by          TEXT NOT NULL
+)""",
     ]
 
 
-#: Statements that create schema version 1 in SQLite (run inside one transaction).
+#: Statements that create (or upgrade to) the current schema in SQLite (one transaction).
 SQLITE_SCHEMA: list[str] = _tables(
     ident="INTEGER PRIMARY KEY AUTOINCREMENT", blob="BLOB", ts="TEXT", bigint="INTEGER", hot=""
 )
 
-#: Statements that create schema version 1 in PostgreSQL (run inside one transaction).
+#: Statements that create (or upgrade to) the current schema in PostgreSQL (one transaction).
 POSTGRES_SCHEMA: list[str] = _tables(
     ident="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
     blob="BYTEA",
@@ -135,6 +158,6 @@ POSTGRES_SCHEMA: list[str] = _tables(
     hot=" WITH (fillfactor = 80)",
 )
 
-#: Every column of every table, in order: tests check that no column could hold
-#: sensitive authentication data.
-TABLES = ("schema_version", "terminals", "authorizations", "reversals")
+#: Every table, in creation order: tests read every value of every row of each to check
+#: that nothing holds sensitive authentication data.
+TABLES = ("schema_version", "terminals", "authorizations", "reversals", "enrolment_codes")

@@ -31,6 +31,8 @@ from gateway_bridge.journal.base import (
     AuthorizationQuery,
     AuthorizationRecord,
     BeginResult,
+    EnrolmentCodeRecord,
+    EnrolmentRedemption,
     InvalidTransition,
     JournalError,
     New,
@@ -43,7 +45,9 @@ from gateway_bridge.journal.base import (
     TerminalStatus,
     UnknownEntry,
     UnknownTerminal,
+    check_code_digest,
     classify_existing,
+    normalise_initial_key_id,
 )
 from gateway_bridge.journal.pan_crypto import (
     JournalKeys,
@@ -116,6 +120,52 @@ _INSERT_TERMINAL = " ".join(
         TERMINAL_COLUMNS,
         ") VALUES ($1, $2, $3, $4, $5, $6, NULL, NULL, $7, $7)",
         "ON CONFLICT (terminal_id) DO NOTHING RETURNING",
+        TERMINAL_COLUMNS,
+    )
+)
+
+ENROLMENT_COLUMNS = "terminal_id, created_at, expires_at, used_at, failed_attempts, created_by"
+
+_UPSERT_ENROLMENT = " ".join(
+    (
+        """INSERT INTO enrolment_codes (terminal_id, code_digest, created_at, expires_at,
+            used_at, failed_attempts, created_by)
+        VALUES ($1, $2, $3, $4, NULL, 0, $5)
+        ON CONFLICT (terminal_id) DO UPDATE SET code_digest = excluded.code_digest,
+            created_at = excluded.created_at, expires_at = excluded.expires_at,
+            used_at = NULL, failed_attempts = 0, created_by = excluded.created_by
+        RETURNING""",
+        ENROLMENT_COLUMNS,
+    )
+)
+
+# Redemption (one transaction). The first statement is a no-op UPDATE: it locks the code's
+# row (PostgreSQL waits there for a concurrent redemption to commit, then reads the row it
+# left), so every later statement and the refusal reason see that same row. SQLite runs
+# the whole program under its single writer.
+_LOCK_ENROLMENT = """
+UPDATE enrolment_codes SET failed_attempts = failed_attempts WHERE terminal_id = $1
+RETURNING used_at, failed_attempts, expires_at"""
+
+# Both updates hit only a usable code (not used, not locked, not expired); they differ in
+# the digest comparison alone.
+_SPEND_ENROLMENT = """
+UPDATE enrolment_codes SET used_at = $4
+WHERE terminal_id = $1 AND used_at IS NULL AND failed_attempts < $3 AND expires_at > $4
+    AND code_digest = $2
+RETURNING failed_attempts"""
+
+_FAIL_ENROLMENT = """
+UPDATE enrolment_codes SET failed_attempts = failed_attempts + 1
+WHERE terminal_id = $1 AND used_at IS NULL AND failed_attempts < $3 AND expires_at > $4
+    AND code_digest <> $2
+RETURNING failed_attempts"""
+
+_ENROL_TERMINAL = " ".join(
+    (
+        """UPDATE terminals SET data_initial_key_id = $2, last_counter = NULL,
+            status = 'active', updated_at = $3
+        WHERE terminal_id = $1 RETURNING""",
         TERMINAL_COLUMNS,
     )
 )
@@ -586,6 +636,104 @@ class SqlJournal(abc.ABC):
             (terminal_id, idempotency_key),
         )
         return self._reversal(rows[0]) if rows else None
+
+    # -- enrolment codes ------------------------------------------------------------------
+
+    def _enrolment(self, row: Row) -> EnrolmentCodeRecord:
+        return EnrolmentCodeRecord(
+            terminal_id=row["terminal_id"],
+            created_at=self._dt(row["created_at"]),
+            expires_at=self._dt(row["expires_at"]),
+            used_at=self._opt_dt(row["used_at"]),
+            failed_attempts=row["failed_attempts"],
+            created_by=row["created_by"],
+        )
+
+    async def create_enrolment_code(
+        self, terminal_id: str, code_digest: bytes, expires_at: datetime, created_by: str
+    ) -> EnrolmentCodeRecord:
+        digest = check_code_digest(code_digest)
+        if not created_by:
+            raise ValueError("created_by must not be empty")
+        expires = self._ts(expires_at)
+        rows = await self._transact(
+            [
+                Step("SELECT terminal_id FROM terminals WHERE terminal_id = $1", (terminal_id,)),
+                Step(
+                    _UPSERT_ENROLMENT,
+                    (terminal_id, digest, self._now(), expires, created_by),
+                    when=(0, True),
+                ),
+            ]
+        )
+        if not rows[0]:
+            raise UnknownTerminal(f"no terminal {terminal_id!r}")
+        return self._enrolment(rows[1][0])
+
+    async def get_enrolment_code(self, terminal_id: str) -> EnrolmentCodeRecord | None:
+        rows = await self._query(
+            _select(ENROLMENT_COLUMNS, "enrolment_codes WHERE terminal_id = $1"), (terminal_id,)
+        )
+        return self._enrolment(rows[0]) if rows else None
+
+    async def redeem_enrolment_code(
+        self,
+        terminal_id: str,
+        code_digest: bytes,
+        *,
+        max_attempts: int,
+        new_data_initial_key_id: str,
+    ) -> EnrolmentRedemption:
+        digest = check_code_digest(code_digest)
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ValueError("max_attempts must be a positive integer")
+        key_id = normalise_initial_key_id(new_data_initial_key_id)
+        clock = self._clock()
+        now = self._ts(clock)
+        usable = (terminal_id, digest, max_attempts, now)
+        rows = await self._transact(
+            [
+                Step(_LOCK_ENROLMENT, (terminal_id,)),
+                Step(_SPEND_ENROLMENT, usable, when=(0, True)),
+                Step(_ENROL_TERMINAL, (terminal_id, key_id, now), when=(1, True)),
+                Step(_FAIL_ENROLMENT, usable, when=(1, False)),
+            ]
+        )
+        locked, spent, enrolled, failed = rows
+        if spent:
+            if not enrolled:  # pragma: no cover - the foreign key keeps the terminal
+                raise UnknownTerminal(f"no terminal {terminal_id!r}")
+            return EnrolmentRedemption(
+                "ok", self._terminal(enrolled[0]), spent[0]["failed_attempts"]
+            )
+        if failed:
+            count = failed[0]["failed_attempts"]
+            return EnrolmentRedemption("locked" if count >= max_attempts else "wrong", None, count)
+        if not locked:
+            return EnrolmentRedemption("unknown", None, 0)
+        row = locked[0]
+        count = row["failed_attempts"]
+        if row["used_at"] is not None:
+            return EnrolmentRedemption("used", None, count)
+        if count >= max_attempts:
+            return EnrolmentRedemption("locked", None, count)
+        if self._dt(row["expires_at"]) <= clock:
+            return EnrolmentRedemption("expired", None, count)
+        # The locked row satisfied neither update yet is usable: cannot happen.
+        raise JournalError(  # pragma: no cover
+            f"enrolment code of {terminal_id!r} is in an inconsistent state"
+        )
+
+    async def delete_enrolment_code(self, terminal_id: str) -> bool:
+        rows = await self._transact(
+            [
+                Step(
+                    "DELETE FROM enrolment_codes WHERE terminal_id = $1 RETURNING terminal_id",
+                    (terminal_id,),
+                )
+            ]
+        )
+        return bool(rows[0])
 
     # -- settlement -----------------------------------------------------------------------
 

@@ -245,13 +245,17 @@ def _connect(path: Path, synchronous: Synchronous) -> Callable[[], sqlite3.Conne
             conn.close()
             raise JournalError(f"journal database refused WAL mode (got {mode!r})")
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        # As PostgreSQL does: enrolment_codes.terminal_id references terminals.
+        conn.execute("PRAGMA foreign_keys = ON")
         return conn
 
     return connect
 
 
 def _migrate(conn: sqlite3.Connection) -> int:
-    """Create the schema if missing; refuse a newer one. Runs in the writer's transaction."""
+    """Create the schema if missing, upgrade an older one (the statements are all
+    ``IF NOT EXISTS``: existing rows stay), refuse a newer one. Runs in the writer's
+    transaction, so an upgrade is all or nothing."""
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
     ).fetchone()

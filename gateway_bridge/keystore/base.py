@@ -82,6 +82,17 @@ class KeyStore(Protocol):
         """A device's AES DUKPT initial key as a TR-31 block (version D, usage B1)."""
         ...
 
+    def export_initial_key_tr31_under(
+        self, bdk_id: str, initial_key_id: bytes, kbpk: bytes
+    ) -> tuple[str, str]:
+        """As export_initial_key_tr31, wrapped under ``kbpk`` (16/24/32-byte AES key given by
+        value, used once); returns (TR-31 block, the initial key's KCV).
+
+        Enrolment agrees ``kbpk`` by ECDH with the terminal; the store does not keep it.
+        A ``kbpk`` of another length raises :class:`KeyStoreError` (the message never
+        holds the value)."""
+        ...
+
     # -- the hot path ------------------------------------------------------------------
     def envelope_aead(self, bdk_id: str, header: EnvelopeHeader) -> Aead:
         """The AES-GCM key that opens or seals ``header``'s envelope (its KSN and usage)."""

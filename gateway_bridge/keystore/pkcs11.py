@@ -26,7 +26,9 @@ boundary. What runs where:
   Export: a TR-31 MAC covers the clear key, which no PKCS#11 mechanism can feed from a key
   object, so the initial key being exported is derived with ``CKA_EXTRACTABLE`` true and
   ``CKA_SENSITIVE`` false on that path only, read once, and its session object destroyed;
-  the KBPK never leaves the token.
+  the KBPK never leaves the token. A KBPK given by value (enrolment's ECDH-agreed key,
+  :meth:`Pkcs11KeyStore.export_initial_key_tr31_under`) becomes a sensitive,
+  non-extractable session object for the one export and is destroyed after it.
 
 Not supported (clear errors): TDES keys. TDES DUKPT cannot run inside SoftHSM2 (no XOR,
 concatenate or extract mechanisms), and python-pkcs11 cannot pack the parameter of
@@ -75,6 +77,7 @@ from gateway_bridge.keystore.software import (
     LruCache,
     check_algorithm_purpose,
     check_initial_key_id,
+    check_kbpk_value,
     check_key_id,
     combine_components,
     initial_key_header,
@@ -639,30 +642,82 @@ class Pkcs11KeyStore:
 
     def export_initial_key_tr31(self, bdk_id: str, initial_key_id: bytes, kbpk_id: str) -> str:
         ikid = check_initial_key_id(initial_key_id)
+        bdk, bdk_info = self._bdk_any(bdk_id)
+        kbpk, kbpk_info = self._get(kbpk_id, "kbpk", "kbpk")
+        return self._export_initial(bdk, bdk_info, ikid, kbpk, KEY_LENGTHS[kbpk_info.algorithm])[0]
+
+    def export_initial_key_tr31_under(
+        self, bdk_id: str, initial_key_id: bytes, kbpk: bytes
+    ) -> tuple[str, str]:
+        """As :meth:`export_initial_key_tr31`, wrapped under ``kbpk`` given by value
+        (16, 24 or 32 bytes of AES key, e.g. agreed by ECDH at enrolment); returns the
+        TR-31 block and the initial key's KCV.
+
+        The KBPK becomes a session object (``CKA_TOKEN`` false, sensitive, not
+        extractable, able only to encrypt and derive, as the TR-31 key derivation needs)
+        for this one export, and is destroyed before the call returns.
+        """
+        ikid = check_initial_key_id(initial_key_id)
+        given = check_kbpk_value(kbpk)
+        bdk, bdk_info = self._bdk_any(bdk_id)
+        template = {
+            **_NO_USE,
+            **_ROLE_USES["kbpk"],
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.KEY_TYPE: KeyType.AES,
+            Attribute.VALUE: given,
+            Attribute.TOKEN: False,
+            Attribute.PRIVATE: True,
+            **_LOCKED_DOWN,
+        }
+        with self._lock:
+            try:
+                session_kbpk = cast(TokenKey, self._session.create_object(template))
+            except p11_errors.PKCS11Error as exc:
+                raise KeyStoreError(
+                    f"token refused the given KBPK ({type(exc).__name__})"
+                ) from None
+            del given, template
+            try:
+                return self._export_initial(bdk, bdk_info, ikid, session_kbpk, len(kbpk))
+            finally:
+                session_kbpk.destroy()
+
+    def _bdk_any(self, bdk_id: str) -> tuple[TokenKey, KeyInfo]:
+        """A stored data or PIN BDK."""
         with self._lock:
             found = self._lookup(bdk_id)
         if found is None:
             raise UnknownKey(f"no key {bdk_id!r} in token {self._label!r}")
-        bdk, bdk_info = self._get(bdk_id, found[1].purpose, "bdk")
-        kbpk, kbpk_info = self._get(kbpk_id, "kbpk", "kbpk")
+        return self._get(bdk_id, found[1].purpose, "bdk")
+
+    def _export_initial(
+        self, bdk: TokenKey, bdk_info: KeyInfo, ikid: bytes, kbpk: TokenKey, kbpk_size: int
+    ) -> tuple[str, str]:
+        """The one export path: (TR-31 block of ``ikid``'s initial key under ``kbpk``, KCV).
+
+        X9.143 version D: the KBEK and KBAK are derived from ``kbpk`` in the token; the
+        initial key is read once (see the module docstring) and only its KCV is kept.
+        """
         size = KEY_LENGTHS[bdk_info.algorithm]
         data = dukpt_data("initial", bdk_info.algorithm, ikid)
         masked = max(size, 32)
         pad_len = 16 - (2 + masked) % 16 + (masked - size)
         with self._lock:
             initial_key = self._derive_for_export(bdk, data, size)
-            header = initial_key_header(ikid, kcv_of(initial_key, "AES"))
+            kcv = kcv_of(initial_key, "AES")
+            header = initial_key_header(ikid, kcv)
             clear = (size * 8).to_bytes(2, "big") + initial_key + self._random(pad_len)
             del initial_key
             text = _tr31_header_text(header, 2 * len(clear))
-            kbek, kbak = self._tr31_keys(kbpk, KEY_LENGTHS[kbpk_info.algorithm])
+            kbek, kbak = self._tr31_keys(kbpk, kbpk_size)
             try:
                 mac = kbak.sign(text.encode("ascii") + clear, mechanism=Mechanism.AES_CMAC)
                 encrypted = kbek.encrypt(clear, mechanism=Mechanism.AES_CBC, mechanism_param=mac)
             finally:
                 kbek.destroy()
                 kbak.destroy()
-        return text + encrypted.hex().upper() + mac.hex().upper()
+        return text + encrypted.hex().upper() + mac.hex().upper(), kcv
 
     # -- hot path ------------------------------------------------------------------------
 

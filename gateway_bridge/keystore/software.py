@@ -17,7 +17,9 @@ What this store implements, and where:
   DUKPT (X9.24-1:2009) PIN key for legacy pads; translation to a zone PIN key (format 0
   TDES or format 4 AES);
 * TR-31 / X9.143 import and export (version D, usage B1 for device initial keys) through
-  :mod:`paycore.tr31`; key components (XOR of 2 or 3, each with its KCV).
+  :mod:`paycore.tr31`, the export under a stored KBPK or under one given by value (the
+  key enrolment agrees by ECDH, used once and not kept); key components (XOR of 2 or 3,
+  each with its KCV).
 
 Key roles. A ``purpose="pin"`` key is a PIN BDK when created, imported from components or
 from a TR-31 block with usage B0; it is a zone PIN key (used to encipher PIN blocks for an
@@ -75,6 +77,7 @@ __all__ = [
     "KeyRole",
     "LruCache",
     "SoftwareKeyStore",
+    "check_kbpk_value",
     "check_key_id",
     "check_private_file",
     "combine_components",
@@ -243,6 +246,16 @@ def initial_key_header(initial_key_id: bytes, kcv: str) -> tr31.KeyBlockHeader:
         exportability="N",
         optional_blocks=(("IK", initial_key_id.hex().upper()), ("KC", "01" + kcv)),
     )
+
+
+def check_kbpk_value(kbpk: bytes) -> bytes:
+    """A KBPK given by value: 16, 24 or 32 bytes of AES key (KeyStoreError otherwise).
+
+    The message names the length only, never the value.
+    """
+    if not isinstance(kbpk, bytes | bytearray) or len(kbpk) not in (16, 24, 32):
+        raise KeyStoreError("a KBPK given by value must be a 16, 24 or 32-byte AES key")
+    return bytes(kbpk)
 
 
 def check_initial_key_id(initial_key_id: bytes) -> bytes:
@@ -544,13 +557,31 @@ class SoftwareKeyStore:
     def export_initial_key_tr31(self, bdk_id: str, initial_key_id: bytes, kbpk_id: str) -> str:
         ikid = check_initial_key_id(initial_key_id)
         bdk = self._bdk_any(bdk_id)
-        kbpk = self._get(kbpk_id, "kbpk", "kbpk")
+        kbpk = self._aes(self._get(kbpk_id, "kbpk", "kbpk"))
+        return self._export_initial(bdk, ikid, kbpk, kbpk_id)[0]
+
+    def export_initial_key_tr31_under(
+        self, bdk_id: str, initial_key_id: bytes, kbpk: bytes
+    ) -> tuple[str, str]:
+        """As :meth:`export_initial_key_tr31`, wrapped under ``kbpk`` given by value
+        (16, 24 or 32 bytes of AES key, e.g. agreed by ECDH at enrolment); returns the
+        TR-31 block and the initial key's KCV. The KBPK is not kept."""
+        ikid = check_initial_key_id(initial_key_id)
+        given = check_kbpk_value(kbpk)
+        bdk = self._bdk_any(bdk_id)
+        return self._export_initial(bdk, ikid, given, "the given KBPK")
+
+    def _export_initial(
+        self, bdk: bytes, ikid: bytes, kbpk: bytes, kbpk_name: str
+    ) -> tuple[str, str]:
+        """The one export path: (TR-31 block of the initial key under ``kbpk``, its KCV)."""
         initial_key = aes_initial_key(bdk, ikid)
-        header = initial_key_header(ikid, kcv_of(initial_key, "AES"))
+        kcv = kcv_of(initial_key, "AES")
+        header = initial_key_header(ikid, kcv)
         try:
-            return tr31.wrap(self._aes(kbpk), header, initial_key, random=self._random)
+            return tr31.wrap(kbpk, header, initial_key, random=self._random), kcv
         except tr31.KeyBlockError as exc:
-            raise KeyStoreError(f"cannot wrap under {kbpk_id}: {exc}") from None
+            raise KeyStoreError(f"cannot wrap under {kbpk_name}: {exc}") from None
 
     def _bdk_any(self, bdk_id: str) -> bytes:
         entry = self._entries.get(bdk_id)

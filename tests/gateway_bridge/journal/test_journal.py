@@ -29,6 +29,7 @@ from gateway_bridge.journal import (
     UnknownTerminal,
     request_digest,
 )
+from gateway_bridge.journal.schema import SCHEMA_VERSION
 from gateway_bridge.journal.sql import SqlJournal
 from paycore.pan import Pan
 from paycore.wire import AuthorizationRequest, EncryptedPinBlock
@@ -530,7 +531,7 @@ def test_newer_schema_is_refused(backend: Backend) -> None:
         await backend.execute("UPDATE schema_version SET version = 99")
         with pytest.raises(SchemaTooNew, match="99 is newer") as info:
             await backend.open()
-        assert (info.value.found, info.value.supported) == (99, 1)
+        assert (info.value.found, info.value.supported) == (99, SCHEMA_VERSION)
 
     run(body)
 
