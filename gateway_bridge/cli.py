@@ -2,7 +2,9 @@
 
     gateway-bridge run --config FILE              serve terminals until stopped
     gateway-bridge keys ...                       BDKs and initial keys (docs/key-store.md)
-    gateway-bridge terminals add|list --config F  the terminal registry
+    gateway-bridge terminals add|list|show|revoke|enrol-code --config F
+                                                  the registry, revocation and enrolment codes
+    gateway-bridge enrol-server --config FILE     the enrolment service (docs/provisioning.md)
     gateway-bridge journal --config FILE          recent authorisations (masked PANs)
     gateway-bridge journal-keys FILE              make the journal's PAN keys (mode 0600)
     gateway-bridge ca init|issue-terminal|revoke|crl|...   the terminal CA (docs/broker.md)
@@ -33,6 +35,7 @@ from typing import NoReturn, TextIO
 
 from gateway_bridge.app import open_bridge, open_journal
 from gateway_bridge.config import BridgeSettings, ConfigError, load_settings
+from gateway_bridge.fleet.ca import CaError
 from gateway_bridge.journal import (
     AuthorizationQuery,
     JournalError,
@@ -69,11 +72,35 @@ def _parser() -> _Parser:
     add.add_argument("--config", type=Path, required=True)
     add.add_argument("--id", required=True, dest="terminal_id")
     add.add_argument("--merchant", required=True)
-    add.add_argument("--data-initial-key-id", required=True, help="16 hex digits (KSN bytes 1-8)")
+    add.add_argument(
+        "--data-initial-key-id",
+        help="16 hex digits (KSN bytes 1-8); by default a random one (enrolment sets a new one)",
+    )
     add.add_argument("--data-bdk", required=True, help="key id of the data BDK")
     add.add_argument("--pin-bdk", required=True, help="key id of the PIN BDK")
     ls = tsub.add_parser("list", help="registered terminals")
     ls.add_argument("--config", type=Path, required=True)
+    show = tsub.add_parser("show", help="one terminal: registry, certificates, enrolment code")
+    show.add_argument("--config", type=Path, required=True)
+    show.add_argument("--id", required=True, dest="terminal_id")
+    show.add_argument("--json", action="store_true")
+    revoke = tsub.add_parser("revoke", help="take a terminal out of service")
+    revoke.add_argument("--config", type=Path, required=True)
+    revoke.add_argument("--id", required=True, dest="terminal_id")
+    revoke.add_argument(
+        "--reason",
+        default="cessation_of_operation",
+        choices=["unspecified", "key_compromise", "superseded", "cessation_of_operation",
+                 "affiliation_changed"],
+    )  # fmt: skip
+    code = tsub.add_parser("enrol-code", help="a one-time enrolment code for a terminal")
+    code.add_argument("--config", type=Path, required=True)
+    code.add_argument("--id", required=True, dest="terminal_id")
+    code.add_argument("--by", help="who issues it (default: the login name)")
+
+    enrol = sub.add_parser("enrol-server", help="serve the enrolment service over HTTPS")
+    enrol.add_argument("--config", type=Path, required=True)
+    enrol.add_argument("--log-level", default="INFO")
 
     journal = sub.add_parser("journal", help="recent authorisations, masked")
     journal.add_argument("--config", type=Path, required=True)
@@ -119,7 +146,13 @@ async def _run(settings: BridgeSettings, environ: Mapping[str, str]) -> int:
     return 0
 
 
-async def _terminals(args: argparse.Namespace, settings: BridgeSettings, out: TextIO) -> int:
+async def _terminals(
+    args: argparse.Namespace, settings: BridgeSettings, out: TextIO, environ: Mapping[str, str]
+) -> int:
+    if args.action in ("enrol-code", "show", "revoke"):
+        from gateway_bridge.fleet.terminals import terminals_admin
+
+        return await terminals_admin(args, settings, out, environ)
     journal = await open_journal(settings)
     try:
         if args.action == "add":
@@ -127,7 +160,7 @@ async def _terminals(args: argparse.Namespace, settings: BridgeSettings, out: Te
                 TerminalRegistration(
                     terminal_id=args.terminal_id,
                     merchant_id=args.merchant,
-                    data_initial_key_id=args.data_initial_key_id,
+                    data_initial_key_id=args.data_initial_key_id or secrets.token_hex(8),
                     data_bdk_id=args.data_bdk,
                     pin_bdk_id=args.pin_bdk,
                 )
@@ -236,7 +269,14 @@ def main(
                 return asyncio.run(_run(settings, environ))
             return 0
         if args.command == "terminals":
-            return asyncio.run(_terminals(args, settings, out))
+            return asyncio.run(_terminals(args, settings, out, environ))
+        if args.command == "enrol-server":
+            from gateway_bridge.fleet.terminals import serve_enrolment
+
+            _configure_logging(args.log_level)
+            with contextlib.suppress(KeyboardInterrupt):
+                return asyncio.run(serve_enrolment(settings, environ))
+            return 0
         return asyncio.run(_journal(args, settings, out))
     except _UsageError as exc:
         print(f"gateway-bridge: {exc}", file=sys.stderr)
@@ -244,7 +284,7 @@ def main(
     except TerminalExists:
         print("gateway-bridge: that terminal is already registered", file=sys.stderr)
         return 2
-    except (ConfigError, KeyStoreError, JournalError, ValueError, OSError) as exc:
+    except (ConfigError, KeyStoreError, JournalError, CaError, ValueError, OSError) as exc:
         print(f"gateway-bridge: {exc}", file=sys.stderr)
         return 2
 

@@ -124,6 +124,45 @@ class JournalKeys(BaseModel):
     key_file: Path
 
 
+class EnrolmentSettings(BaseModel):
+    """The enrolment service (``gateway-bridge enrol-server``, docs/provisioning.md)."""
+
+    model_config = _SECTION
+    host: str = "0.0.0.0"  # noqa: S104 - terminals reach it over the shop network
+    port: Annotated[int, Field(ge=0, le=65535)] = 8443
+    #: The terminal CA directory (``gateway-bridge ca init``); its passphrase comes from
+    #: ``ca_passphrase_file`` or POS_BRIDGE_CA_PASSPHRASE.
+    ca_dir: Path
+    ca_passphrase_file: Path | None = None
+    #: The HTTPS server certificate and key (``gateway-bridge ca issue-server``).
+    tls_cert_file: Path
+    tls_key_file: Path
+    #: The signing certificate and key (``gateway-bridge ca issue-enrolment``).
+    signer_cert_file: Path
+    signer_key_file: Path
+    #: The address technicians are given (``enrol-code`` prints it in the command line);
+    #: by default ``https://<broker_host>:<port>``.
+    public_url: str = ""
+    #: What terminals are told to connect to once enrolled.
+    broker_host: str
+    broker_port: Annotated[int, Field(ge=1, le=65535)] = 8883
+    #: Key ids of the PIN pads' key-block protection keys in the key store; a pad names
+    #: its KBPK by check value and gets its PIN key under the matching one.
+    pinpad_kbpk_ids: tuple[str, ...] = ()
+    #: How long a code from ``terminals enrol-code`` stays usable, and how many wrong
+    #: codes burn it.
+    code_ttl_s: Annotated[int, Field(ge=60, le=30 * 86_400)] = 86_400
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    #: Requests per minute from one address (wrong codes included).
+    rate_per_minute: Annotated[int, Field(ge=1, le=10_000)] = 20
+    #: Append-only JSON lines: who, when, terminal, key ids and KCVs; never key values.
+    audit_log: Path = Path("/var/log/pos-gateway/enrolment-audit.jsonl")
+    #: Where the broker reads its CRL (broker-config's ``crl.pem``), and the command that
+    #: makes it re-read it, for revocations (``terminals revoke``, re-enrolment).
+    crl_install_file: Path | None = None
+    broker_reload_command: tuple[str, ...] = ()
+
+
 def _kind(default: str) -> Callable[[Any], str]:
     """The ``kind`` of a section, which may be left out for the default implementation."""
 
@@ -160,6 +199,7 @@ class BridgeSettings(BaseSettings):
     ] = IssuerSimSettings()
     limits: LimitSettings = LimitSettings()
     metrics: MetricsSettings | None = None
+    enrolment: EnrolmentSettings | None = None
 
 
 def load_settings(path: Path) -> BridgeSettings:

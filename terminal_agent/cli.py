@@ -4,6 +4,8 @@
     terminal-agent pay AMOUNT --config FILE   one transaction now (purchase, --refund, --void-last)
     terminal-agent journal --config FILE      recent transactions, masked
     terminal-agent doctor --config FILE       the self-test a technician runs (--json)
+    terminal-agent provision --url U --terminal-id T --ca-pin P --code C
+                                              enrol with a code (docs/provisioning.md)
 
 ``pay`` exits 0 when approved, 1 when declined, 3 when not completed; 2 is a usage or
 configuration error. Nothing printed or logged ever holds a PAN, track data, a PIN block
@@ -221,6 +223,10 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         from terminal_agent.doctor import main as doctor_main
 
         return doctor_main(words[1:], out=out)
+    if words[:1] == ["provision"]:
+        from terminal_agent.provision import main as provision_main
+
+        return provision_main(words[1:], out=out)
     try:
         args = _parser().parse_args(words)
         settings = load_settings(args.config)

@@ -11,6 +11,9 @@ Certificates follow RFC 5280 profiles:
   (the CN is the identity), a random positive serial of at most 159 bits (4.1.2.2);
 * the broker's server certificate: subjectAltName with the DNS names and IP addresses given
   (4.2.1.6), extendedKeyUsage ``serverAuth``;
+* the enrolment service's signing certificate: CN only, keyUsage ``digitalSignature``,
+  extendedKeyUsage :data:`paycore.enrolment.ENROLMENT_SIGNING_EKU` alone (a terminal
+  accepts enrolment answers signed under it, and under nothing else);
 * a CRL per CA generation (section 5) with cRLNumber and nextUpdate; OpenSSL (hence
   Mosquitto's ``crlfile``) refuses *every* client of a CA whose CRL is missing or past its
   nextUpdate, so ``crl.pem`` holds one CRL for each CA in the bundle and must be re-signed
@@ -51,10 +54,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from paycore.enrolment import ENROLMENT_SIGNING_EKU
 from paycore.errors import CodecError
 from paycore.wire.topics import check_terminal_id
 
-CertificateKind = Literal["terminal", "bridge", "server"]
+CertificateKind = Literal["terminal", "bridge", "server", "enrolment"]
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 CaPrivateKey = ec.EllipticCurvePrivateKey
 PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
@@ -212,6 +216,32 @@ def build_client_certificate(
             not_after=not_after,
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+
+def build_enrolment_certificate(
+    public_key: PublicKey,
+    common_name: str,
+    ca_certificate: x509.Certificate,
+    ca_key: CaPrivateKey,
+    *,
+    serial: int,
+    not_before: datetime,
+    not_after: datetime,
+) -> x509.Certificate:
+    """The enrolment service's signing certificate (docs/provisioning.md)."""
+    check_terminal_id(common_name)
+    return (
+        _leaf_builder(
+            public_key,
+            common_name,
+            ca_certificate,
+            serial=serial,
+            not_before=not_before,
+            not_after=not_after,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ENROLMENT_SIGNING_EKU]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 
@@ -611,6 +641,28 @@ class TerminalCA:
             not_after=not_after,
         )
         return self._record(kind, name, cert)
+
+    def issue_enrolment(
+        self, public_key: PublicKey, name: str, *, now: datetime, days: int | None = None
+    ) -> Issued:
+        """The enrolment service's signing certificate (CN = ``name``)."""
+        try:
+            check_terminal_id(name)
+        except CodecError as exc:
+            raise CsrRejected("not a valid enrolment signer name") from exc
+        self._check_name("enrolment", name)
+        not_before, not_after = self._window(now, days or self.index.policy.server_days)
+        generation = self.index.current_generation
+        cert = build_enrolment_certificate(
+            public_key,
+            name,
+            self.ca_certificate(generation),
+            self._ca_key(generation),
+            serial=random_serial(self._random),
+            not_before=not_before,
+            not_after=not_after,
+        )
+        return self._record("enrolment", name, cert)
 
     def issue_terminal(
         self,

@@ -7,6 +7,7 @@
     issue-terminal --dir D --csr F --out F [--id TID] [--days N]
     issue-bridge --dir D --name N --out F (--csr F | --key-out F) [--days N]
     issue-server --dir D --out F (--csr F | --key-out F) [--dns H]... [--ip A]... [--days N]
+    issue-enrolment --dir D --name N --out F (--csr F | --key-out F) [--days N]
     revoke --dir D (--serial HEX | --name CN) [--reason R]
     crl --dir D [--copy-to F]          re-sign the CRLs (before nextUpdate!)
     rotate --dir D                     new CA generation; both in the bundle
@@ -89,9 +90,9 @@ def _ca_parser() -> _Parser:
     terminal.add_argument("--out", type=Path, required=True)
     terminal.add_argument("--days", type=int)
 
-    for name in ("issue-bridge", "issue-server"):
+    for name in ("issue-bridge", "issue-server", "issue-enrolment"):
         p = command(name)
-        if name == "issue-bridge":
+        if name != "issue-server":
             p.add_argument("--name", required=True)
         else:
             p.add_argument("--dns", action="append", default=[])
@@ -181,6 +182,11 @@ def _ca(args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, now: 
         _write_cert(
             ca.issue_client("bridge", public, args.name, now=now, days=args.days), args.out, out
         )
+    elif args.action == "issue-enrolment":
+        public, csr_name = _public_key(args)
+        if csr_name is not None and csr_name != args.name:
+            raise CaError("the CSR CN is not the signer name requested")
+        _write_cert(ca.issue_enrolment(public, args.name, now=now, days=args.days), args.out, out)
     elif args.action == "issue-server":
         public, _ = _public_key(args)
         issued = ca.issue_server(public, args.dns, args.ip, now=now, days=args.days)

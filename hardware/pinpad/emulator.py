@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import secrets
@@ -462,7 +463,11 @@ class EmulatedPinpad:
             self.beeps += request.count
             return BeepResponse()
         if isinstance(request, LoadKeyRequest):
-            return self.keys.load(request.slot, request.key_block)
+            loaded = self.keys.load(request.slot, request.key_block)
+            if self.faults.wrong_kcv:
+                flipped = bytes([loaded.kcv[0] ^ 0xFF]) + loaded.kcv[1:]
+                return dataclasses.replace(loaded, kcv=flipped)
+            return loaded
         if isinstance(request, KeyStatusRequest):
             return self.keys.status(request.slot)
         raise AssertionError("GET PIN is handled by the caller")

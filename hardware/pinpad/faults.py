@@ -25,6 +25,9 @@ class Faults:
     noise_inbound: float = 0.0
     drop_inbound: float = 0.0
     silent: bool = False
+    #: LOAD KEY reports a check value that is not the key's (a pad whose key storage is
+    #: damaged): what provisioning's KCV comparison exists to catch.
+    wrong_kcv: bool = False
     seed: int = 0
     _rng: random.Random = field(init=False, repr=False)
 
@@ -35,6 +38,7 @@ class Faults:
         """No faults."""
         self.noise = self.drop = self.noise_inbound = self.drop_inbound = 0.0
         self.silent = False
+        self.wrong_kcv = False
 
     def outbound(self, wire: bytes) -> bytes:
         """``wire`` as it reaches the host."""
