@@ -70,6 +70,9 @@ def test_approved_online_pin_purchase(
             assert bridge.authorization_code == result.authorization_code
             assert bridge.masked_pan == "476173******0010"
             assert bridge.message_id in record.message_ids
+            if h.acquirer is not None:  # the ISO 8583 run: one financial request, no advice
+                assert [m["t"] for m in h.acquirer.received if m["t"] != "0800"] == ["0200"]
+                assert bridge.host_reference is not None and bridge.stan is not None
             await h.reconcile([result])
             assert_no_card_data(h, PAN)
 
@@ -104,7 +107,7 @@ def test_decline_51_is_shown_in_plain_words(
             assert bridge is not None and (bridge.state, bridge.response_code) == (
                 "declined", "51"
             )  # fmt: skip
-            (entry,) = h.ledger_for(record)
+            (entry,) = await h.ledger_for(record)
             assert not entry.approved and entry.balance_delta == 0
             await h.reconcile([result])
             assert_no_card_data(h, PAN)

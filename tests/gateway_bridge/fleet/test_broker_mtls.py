@@ -9,155 +9,39 @@ each next to a positive control that proves the same path works when allowed.
 from __future__ import annotations
 
 import asyncio
-import io
-import os
-import pwd
-import shutil
-import signal
 import socket
 import ssl
-import subprocess
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from datetime import timedelta
-from pathlib import Path
 
 import aiomqtt
 import pytest
-from cryptography.hazmat.primitives import serialization
 
-from gateway_bridge.fleet.ca import TerminalCA, build_csr, new_ec_key, now_utc
-from gateway_bridge.fleet.cli import broker_config_main, ca_main
-from hardware.services import (
-    free_tcp_port,
-    read_log,
-    require_program,
-    stop_process,
-    tcp_accepts,
-    wait_until,
-)
 from paycore.wire import topics
+from tests.production_fleet import ProductionFleet as Fleet
+from tests.production_fleet import production_fleet
 
 QUIET = 0.6  # how long "nothing arrives" is watched
-PASS = "correct horse battery staple"
-
-
-@dataclass
-class Fleet:
-    root: Path
-    ca: TerminalCA
-    broker_dir: Path
-    port: int
-    process: subprocess.Popen[bytes]
-
-    def creds(self, name: str) -> tuple[Path, Path]:
-        return self.root / f"{name}-cert.pem", self.root / f"{name}-key.pem"
-
-    def log(self) -> str:
-        return read_log(self.root / "mosquitto.log")
-
-
-def _terminal(ca: TerminalCA, root: Path, tid: str, *, days_ago: int = 0, days: int = 90) -> None:
-    key = new_ec_key()
-    (root / f"{tid}-key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    csr = build_csr(key, tid).public_bytes(serialization.Encoding.PEM)
-    issued = ca.issue_terminal(
-        csr, terminal_id=tid, now=now_utc() - timedelta(days=days_ago), days=days
-    )
-    (root / f"{tid}-cert.pem").write_bytes(issued.pem)
 
 
 @pytest.fixture(scope="module")
 def fleet() -> Iterator[Fleet]:
-    mosquitto = require_program("mosquitto", "mosquitto")
-    root = Path(tempfile.mkdtemp(prefix="fleet-"))
-    root.chmod(0o755)
-    try:
-        env = {"POS_BRIDGE_CA_PASSPHRASE": PASS}
-        out = io.StringIO()
-        ca_dir = root / "ca"
-        assert ca_main(["init", "--dir", str(ca_dir)], environ=env, out=out) == 0
-        for args in (
-            ["issue-bridge", "--name", "bridge-1", "--out", str(root / "bridge-1-cert.pem")],
-            ["issue-server", "--dns", "localhost", "--ip", "127.0.0.1"],
-        ):
-            if args[0] == "issue-bridge":
-                args += ["--key-out", str(root / "bridge-1-key.pem")]
-            else:
-                args += ["--out", str(root / "server-cert.pem")]
-                args += ["--key-out", str(root / "server-key.pem")]
-            assert ca_main([*args, "--dir", str(ca_dir)], environ=env, out=out) == 0
-        ca = TerminalCA(ca_dir, passphrase=PASS.encode())
-        for tid in ("T-1", "T-2", "T-revoked"):
-            _terminal(ca, root, tid)
-        _terminal(ca, root, "T-expired", days_ago=10, days=1)
-        foreign = TerminalCA.create(root / "foreign", passphrase=None, now=now_utc())
-        _terminal(foreign, root, "T-foreign")
-
-        persist = root / "persist"
-        persist.mkdir()
-        user = pwd.getpwnam("mosquitto")
-        os.chown(persist, user.pw_uid, user.pw_gid)
-        port = free_tcp_port()
-        broker_dir = root / "broker"
-        argv = [
-            "--ca-dir", str(ca_dir),
-            "--server-cert", str(root / "server-cert.pem"),
-            "--server-key", str(root / "server-key.pem"),
-            "--bridge", "bridge-1",
-            "--out", str(broker_dir),
-            "--port", str(port),
-            "--bind", "127.0.0.1",
-            "--persistence-dir", str(persist),
-        ]  # fmt: skip
-        assert broker_config_main(argv, environ={}, out=out) == 0, out.getvalue()
-        with (root / "mosquitto.log").open("wb") as log:
-            process = subprocess.Popen(
-                [mosquitto, "-c", str(broker_dir / "mosquitto.conf")],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        fleet = Fleet(root, ca, broker_dir, port, process)
-        try:
-            wait_until(
-                lambda: tcp_accepts("127.0.0.1", port),
-                timeout=10,
-                process=process,
-                what="mosquitto with the generated config",
-                log=fleet.log,
-            )
-            # Only the TLS listener: a listener option before `listener` would make
-            # Mosquitto open a default plain listener on 1883 as well.
-            assert fleet.log().count("listen socket on port") == 1, fleet.log()
-            yield fleet
-        finally:
-            stop_process(process, 5)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with production_fleet(terminals=("T-1", "T-2", "T-revoked")) as made:
+        made.issue_terminal("T-expired", days_ago=10, days=1)
+        made.issue_terminal("T-foreign", ca_dir=made.foreign_ca())
+        yield made
 
 
 @asynccontextmanager
 async def connect(
     fleet: Fleet, name: str, *, timeout: float = 3.0, identifier: str | None = None
 ) -> AsyncIterator[aiomqtt.Client]:
-    context = ssl.create_default_context(cafile=str(fleet.ca.bundle_path))
-    cert, key = fleet.creds(name)
-    context.load_cert_chain(str(cert), str(key))
     client = aiomqtt.Client(
-        "127.0.0.1",
+        fleet.host,
         fleet.port,
         identifier=identifier or name,
         protocol=aiomqtt.ProtocolVersion.V5,
-        tls_context=context,
+        tls_context=fleet.tls_context(name),
         timeout=timeout,
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
@@ -295,21 +179,10 @@ def test_expired_and_foreign_certificates_are_refused(fleet: Fleet) -> None:
 
 
 def test_a_revoked_certificate_is_refused_after_crl_reload(fleet: Fleet) -> None:
-    env = {"POS_BRIDGE_CA_PASSPHRASE": PASS}
-    out = io.StringIO()
     assert not asyncio.run(refused(fleet, "T-revoked"))
-    ca_dir = str(fleet.ca.directory)
-    assert ca_main(["revoke", "--dir", ca_dir, "--name", "T-revoked"], environ=env, out=out) == 0
-    crl_copy = str(fleet.broker_dir / "crl.pem")
-    assert ca_main(["crl", "--dir", ca_dir, "--copy-to", crl_copy], environ=env, out=out) == 0
-    fleet.process.send_signal(signal.SIGHUP)
-    wait_until(
-        lambda: "Reloading config" in fleet.log(),
-        timeout=5,
-        process=fleet.process,
-        what="mosquitto to reload",
-        log=fleet.log,
-    )
+    assert "revoked terminal T-revoked" in fleet.ca_cli("revoke", "--name", "T-revoked")
+    fleet.ca_cli("crl", "--copy-to", str(fleet.broker_dir / "crl.pem"))
+    fleet.broker.reload()
 
     async def after() -> tuple[bool, bool]:
         return await refused(fleet, "T-revoked"), await refused(fleet, "T-1")
@@ -325,10 +198,7 @@ def test_a_reload_does_not_cut_open_connections(fleet: Fleet) -> None:
     async def scenario() -> None:
         async with connect(fleet, "bridge-1") as bridge, connect(fleet, "T-2") as terminal:
             await terminal.subscribe(topics.response_topic("T-2"), qos=1)
-            reloads = fleet.log().count("Reloading config")
-            fleet.process.send_signal(signal.SIGHUP)
-            while fleet.log().count("Reloading config") == reloads:
-                await asyncio.sleep(0.05)
+            await asyncio.to_thread(fleet.broker.reload)
             await bridge.publish(topics.response_topic("T-2"), b"after reload", qos=1)
             assert (await first(terminal)).payload == b"after reload"
 
