@@ -21,6 +21,7 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import NoReturn, TextIO
@@ -29,6 +30,7 @@ from paycore.compat import silence_legacy_tdes_warnings
 from paycore.currency import by_alpha
 from paycore.errors import CodecError
 from paycore.redact import RedactingFilter
+from paycore.wire import HealthCheck
 from terminal_agent.app import open_agent
 from terminal_agent.config import AgentSettings, ConfigError, load_settings, read_secret_hex
 from terminal_agent.display import Display, FanOut, Prompt
@@ -130,7 +132,7 @@ async def _pay(args: argparse.Namespace, settings: AgentSettings, out: TextIO) -
     return EXIT[result.status]
 
 
-async def _run(settings: AgentSettings) -> int:
+async def _run(settings: AgentSettings, config: Path) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -181,7 +183,27 @@ async def _run(settings: AgentSettings) -> int:
                 shown = state if state in ("ready", "card_present", "no_service") else "missing"
                 await agent.link.update_status(reader=shown)  # type: ignore[arg-type]
 
+        async def health() -> None:
+            # What the doctor would say, on the status topic for fleet tooling; only the
+            # checks that do not touch the devices or the broker the service is using.
+            from terminal_agent.doctor import PASSIVE_CHECKS, DoctorSettings, run_checks
+
+            while True:
+                try:
+                    results = await run_checks(config, DoctorSettings(), only=PASSIVE_CHECKS)
+                    await agent.link.update_status(
+                        health=[
+                            HealthCheck(name=r.name, status=r.status, found=r.found[:300])
+                            for r in results
+                        ],
+                        health_at=datetime.now(UTC),
+                    )
+                except Exception:
+                    log.exception("the periodic self-test failed; trying again later")
+                await asyncio.sleep(settings.timeouts.health_s)
+
         watcher = asyncio.create_task(status())
+        checker = asyncio.create_task(health())
         try:
             while not stop.is_set():
                 try:
@@ -192,6 +214,7 @@ async def _run(settings: AgentSettings) -> int:
                     await asyncio.wait_for(stop.wait(), settings.timeouts.reversal_retry_s)
         finally:
             watcher.cancel()
+            checker.cancel()
             if ecr_task is not None:
                 if feed is not None:
                     feed.close()  # ends the pages' event streams so the server can stop
@@ -236,7 +259,7 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         if args.command == "pay":
             return asyncio.run(_pay(args, settings, out))
         with contextlib.suppress(KeyboardInterrupt):
-            return asyncio.run(_run(settings))
+            return asyncio.run(_run(settings, args.config))
         return 0
     except _UsageError as exc:
         print(f"terminal-agent: {exc}", file=sys.stderr)

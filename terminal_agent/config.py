@@ -60,6 +60,8 @@ class TimeoutSection(BaseModel):
     pin_s: Annotated[float, Field(gt=0)] = 30.0
     host_s: Annotated[float, Field(gt=0)] = 15.0
     reversal_retry_s: Annotated[float, Field(gt=0)] = 30.0
+    #: How often ``run`` refreshes the self-test results on the status topic.
+    health_s: Annotated[float, Field(ge=5)] = 900.0
 
 
 class EcrSettings(BaseModel):
@@ -136,15 +138,20 @@ def load_settings(path: Path) -> AgentSettings:
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     """File settings relative to the configuration file's folder."""
-    for section, key in (
+    for *sections, key in (
         ("keys", "data_key_block_file"),
         ("keys", "kbpk_file"),
         ("journal", "path"),
         ("journal", "key_file"),
         ("ecr", "token_file"),
         ("printer", "path"),
+        ("broker", "tls", "ca_file"),
+        ("broker", "tls", "cert_file"),
+        ("broker", "tls", "key_file"),
     ):
-        part = data.get(section)
+        part: object = data
+        for section in sections:
+            part = part.get(section) if isinstance(part, dict) else None
         value = part.get(key) if isinstance(part, dict) else None
         if isinstance(part, dict) and isinstance(value, str) and not Path(value).is_absolute():
             part[key] = str(base / value)

@@ -188,8 +188,22 @@ class ErrorResponse(Message):
     detail: Annotated[str, Field(max_length=200)] = ""
 
 
+class HealthCheck(Message):
+    """One self-test result as the agent reports it (``terminal-agent doctor`` names)."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z_]{1,32}$")]
+    status: Literal["ok", "warn", "fail"]
+    found: Annotated[str, Field(max_length=300)]
+
+
 class TerminalStatus(Message):
-    """Retained on ``pos/v1/t/{tid}/status``; the will publishes ``state="offline"``."""
+    """Retained on ``pos/v1/t/{tid}/status``; the will publishes ``state="offline"``.
+
+    ``health`` carries the self-test results the running agent can take without
+    disturbing a payment (configuration, keys left, certificate, clock, journal, disk,
+    pending reversals), refreshed periodically, so fleet tooling sees what
+    ``terminal-agent doctor`` would say.
+    """
 
     terminal_id: TerminalId
     state: Literal["online", "offline"]
@@ -197,6 +211,8 @@ class TerminalStatus(Message):
     reader: Literal["ready", "card_present", "missing", "no_service", "unknown"] = "unknown"
     pinpad: Literal["ready", "missing", "unknown"] = "unknown"
     keys_left: Annotated[int, Field(ge=0)] | None = None
+    health: Annotated[tuple[HealthCheck, ...], Field(max_length=20)] = ()
+    health_at: datetime | None = None
 
 
 class BridgeStatus(Message):

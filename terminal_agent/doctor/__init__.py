@@ -14,12 +14,18 @@ Checks never raise for a broken component: a broken component is a ``fail`` resu
 
 from __future__ import annotations
 
-from terminal_agent.doctor.checks import CHECK_NAMES, dukpt_keys_left, run_checks
+from terminal_agent.doctor.checks import (
+    CHECK_NAMES,
+    PASSIVE_CHECKS,
+    dukpt_keys_left,
+    run_checks,
+)
 from terminal_agent.doctor.cli import exit_code, main, render_json, render_text
 from terminal_agent.doctor.model import CheckResult, DoctorSettings, Status
 
 __all__ = [
     "CHECK_NAMES",
+    "PASSIVE_CHECKS",
     "CheckResult",
     "DoctorSettings",
     "Status",

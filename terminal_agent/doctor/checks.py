@@ -379,22 +379,69 @@ async def check_broker(settings: AgentSettings, doctor: DoctorSettings) -> Check
         return fail("broker", f"cannot connect to {where}: {reason}", action)
     if broker.tls is None:
         return ok("broker", f"{where} reachable (no TLS configured)")
+    # TLS 1.3 finishes the client's handshake before the server has judged the client
+    # certificate: only an answer to an MQTT CONNECT shows whether the broker accepts
+    # this identity (a refusal arrives as a TLS alert naming the reason).
     try:
         context = broker.tls.context()
         async with asyncio.timeout(bound):
-            _, writer = await asyncio.open_connection(
+            reader, writer = await asyncio.open_connection(
                 broker.host, broker.port, ssl=context, server_hostname=broker.host
             )
-        writer.close()
-        with contextlib.suppress(OSError, ssl.SSLError):
-            await writer.wait_closed()
+            try:
+                code = await mqtt_connect_probe(reader, writer, f"{settings.terminal_id}-doctor")
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    await writer.wait_closed()
     except ssl.SSLCertVerificationError as exc:
         action = "the broker's certificate is not trusted by ca_file: install the current CA"
         return fail("broker", f"{where}: {exc.verify_message}", action)
-    except (ssl.SSLError, OSError, TimeoutError) as exc:
-        action = "the broker refused the TLS handshake: check the client certificate files"
-        return fail("broker", f"{where}: TLS handshake failed ({type(exc).__name__})", action)
-    return ok("broker", f"{where} reachable, TLS handshake done")
+    except (ssl.SSLError, OSError, TimeoutError, asyncio.IncompleteReadError) as exc:
+        reason = getattr(exc, "reason", None) or type(exc).__name__
+        words = _TLS_ALERTS.get(str(reason), str(reason))
+        action = (
+            "the broker refused this terminal's certificate: run terminal-agent provision "
+            "with a new enrolment code (docs/provisioning.md)"
+        )
+        return fail("broker", f"{where}: refused ({words})", action)
+    if code != 0:
+        action = "the broker refused the MQTT connection: call the host team with this code"
+        return fail("broker", f"{where}: MQTT CONNACK return code {code}", action)
+    return ok("broker", f"{where} reachable; MQTT connect over TLS as {settings.terminal_id}")
+
+
+#: OpenSSL's names of the TLS alerts a broker sends when it refuses a client certificate.
+_TLS_ALERTS = {
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": "certificate revoked",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "certificate expired",
+    "TLSV1_ALERT_UNKNOWN_CA": "certificate from an unknown CA",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "bad certificate",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "no client certificate",
+}
+
+
+async def mqtt_connect_probe(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client_id: str
+) -> int:
+    """Send an MQTT 3.1.1 CONNECT (clean session) and return the CONNACK return code
+    (MQTT 3.1.1 section 3.1 and 3.2); Mosquitto answers it on an MQTT 5 listener too."""
+    ident = client_id.encode()
+    variable = b"\x00\x04MQTT\x04\x02\x00\x0a"
+    payload = len(ident).to_bytes(2, "big") + ident
+    remaining = len(variable) + len(payload)
+    if remaining > 127:
+        raise ValueError("client id too long for the probe")
+    writer.write(bytes([0x10, remaining]) + variable + payload)
+    await writer.drain()
+    connack = await reader.readexactly(4)
+    if connack[0] != 0x20 or connack[1] != 0x02:
+        raise asyncio.IncompleteReadError(connack, 4)
+    disconnect = b"\xe0\x00"
+    writer.write(disconnect)
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.drain()
+    return connack[3]
 
 
 def load_certificate(path: Path) -> x509.Certificate:
@@ -510,6 +557,18 @@ CHECK_NAMES: tuple[str, ...] = (
     "certificate",
     "clock",
     "bridge",
+    "journal",
+    "disk",
+    "reversals",
+)
+
+#: The checks the running agent repeats for its status topic: they read files only, so
+#: they never disturb the devices or the broker connection a payment is using.
+PASSIVE_CHECKS: tuple[str, ...] = (
+    "config",
+    "data_key",
+    "certificate",
+    "clock",
     "journal",
     "disk",
     "reversals",

@@ -32,8 +32,9 @@ import math
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
@@ -51,6 +52,7 @@ from paycore.wire import (
     Envelope,
     EnvelopeExpired,
     ErrorResponse,
+    HealthCheck,
     MessageError,
     ReversalRequest,
     ReversalResponse,
@@ -222,15 +224,23 @@ class MqttLink:
                 await self._bridge_changed.wait()
 
     async def update_status(
-        self, *, reader: ReaderState | None = None, pinpad: PinpadState | None = None
+        self,
+        *,
+        reader: ReaderState | None = None,
+        pinpad: PinpadState | None = None,
+        health: Sequence[HealthCheck] | None = None,
+        health_at: datetime | None = None,
     ) -> None:
-        """Change the devices shown in the retained status; published now if connected
-        (and on every reconnect)."""
-        changes: dict[str, str] = {}
+        """Change the devices (or the self-test results) shown in the retained status;
+        published now if connected (and on every reconnect)."""
+        changes: dict[str, object] = {}
         if reader is not None:
             changes["reader"] = reader
         if pinpad is not None:
             changes["pinpad"] = pinpad
+        if health is not None:
+            changes["health"] = tuple(h.model_dump() for h in health)
+            changes["health_at"] = health_at
         self._status = TerminalStatus.model_validate({**self._status.model_dump(), **changes})
         conn = self._conn
         if conn is not None and not conn.lost.is_set():

@@ -52,6 +52,7 @@ class EnrolRig:
     config: Path
     settings: BridgeSettings
     kek: bytes
+    ca_dir: Path
     #: The PIN pads' key-block protection key (injected into the pads at the factory).
     pad_kbpk: bytes
     port: int = 0
@@ -59,7 +60,7 @@ class EnrolRig:
     @property
     def ca(self) -> TerminalCA:
         """The CA as it is on disk now (the service changes it)."""
-        return TerminalCA(self.root / "ca", passphrase=None)
+        return TerminalCA(self.ca_dir, passphrase=None)
 
     @property
     def url(self) -> str:
@@ -82,9 +83,24 @@ class EnrolRig:
         return words[words.index("--code") + 1], words[words.index("--ca-pin") + 1]
 
 
-def make_enrol_rig(root: Path, *, terminals: tuple[str, ...] = (TERMINAL_ID,)) -> EnrolRig:
+def make_enrol_rig(
+    root: Path,
+    *,
+    terminals: tuple[str, ...] = (TERMINAL_ID,),
+    ca_dir: Path | None = None,
+    ca_passphrase_file: Path | None = None,
+    extra_toml: str = "",
+) -> EnrolRig:
+    """The bridge side. ``ca_dir`` (with its passphrase file) is an existing terminal CA,
+    the production broker's; by default a new one is made. ``extra_toml`` is added to the
+    bridge configuration (its [broker] section, for one)."""
     now = datetime.now(UTC)
-    ca = TerminalCA.create(root / "ca", passphrase=None, now=now)
+    root.mkdir(parents=True, exist_ok=True)
+    if ca_dir is None:
+        ca_dir = root / "ca"
+        TerminalCA.create(ca_dir, passphrase=None, now=now)
+    passphrase = None if ca_passphrase_file is None else ca_passphrase_file.read_bytes().strip()
+    ca = TerminalCA(ca_dir, passphrase=passphrase)
     server_key, signer_key = new_ec_key(), new_ec_key()
     server = ca.issue_server(
         server_key.public_key(), ["localhost"], [ipaddress.ip_address("127.0.0.1")], now=now
@@ -118,15 +134,17 @@ def make_enrol_rig(root: Path, *, terminals: tuple[str, ...] = (TERMINAL_ID,)) -
         '[journal]\nkind = "sqlite"\npath = "journal.db"\n'
         '[journal_keys]\nkey_file = "journal.keys"\n'
         "[enrolment]\n"
-        f'host = "127.0.0.1"\nport = {port}\nca_dir = "ca"\n'
-        'tls_cert_file = "server-cert.pem"\ntls_key_file = "server-key.pem"\n'
+        f'host = "127.0.0.1"\nport = {port}\nca_dir = "{ca_dir}"\n'
+        + ("" if ca_passphrase_file is None else f'ca_passphrase_file = "{ca_passphrase_file}"\n')
+        + 'tls_cert_file = "server-cert.pem"\ntls_key_file = "server-key.pem"\n'
         'signer_cert_file = "signer-cert.pem"\nsigner_key_file = "signer-key.pem"\n'
         'broker_host = "127.0.0.1"\nbroker_port = 8883\n'
         'pinpad_kbpk_ids = ["kbpk-pad"]\n'
         "max_attempts = 3\nrate_per_minute = 1000\n"
         'audit_log = "enrolment-audit.jsonl"\n'
+        f"{extra_toml}"
     )
-    rig = EnrolRig(root, config, load_settings(config), kek, pad_kbpk, port)
+    rig = EnrolRig(root, config, load_settings(config), kek, ca_dir, pad_kbpk, port)
     for tid in terminals:
         code, text = rig.cli("terminals", "add", "--config", str(config), "--id", tid,
                              "--merchant", MERCHANT, "--data-bdk", "data-bdk",

@@ -54,6 +54,7 @@ from terminal_agent.doctor.checks import (
 )
 from terminal_agent.journal import TransactionJournal
 from tests.gateway_bridge.rig import PIN_IKID, TERMINAL_ID, make_rig, running_bridge
+from tests.production_fleet import production_fleet
 
 FAST = DoctorSettings(
     pcsc_timeout_s=3,
@@ -424,7 +425,37 @@ def test_broker_tls_untrusted(tmp_path: Path, mosquitto_broker: MosquittoService
     tls = f'[broker.tls]\nca_file = "{cert}"\ncert_file = "{cert}"\nkey_file = "{key}"\n'
     settings = load_settings(write_config(tmp_path, broker_port=mosquitto_broker.port, tls=tls))
     result = asyncio.run(check_broker(settings, FAST))
-    assert result.status == "fail" and "TLS handshake failed" in result.found
+    assert result.status == "fail" and "refused" in result.found
+
+
+@pytest.mark.parametrize("case", ["valid", "expired", "revoked", "foreign"])
+def test_broker_check_on_the_production_broker(tmp_path: Path, case: str) -> None:
+    """The broker's own verdict on this identity, with the reason its TLS alert names."""
+    with production_fleet() as fleet:
+        foreign = fleet.foreign_ca() if case == "foreign" else None
+        cert, key = fleet.issue_terminal(
+            TERMINAL_ID,
+            days_ago=10 if case == "expired" else 0,
+            days=1 if case == "expired" else None,
+            ca_dir=foreign,
+        )
+        if case == "revoked":
+            fleet.ca_cli("revoke", "--name", TERMINAL_ID)
+            (fleet.broker_dir / "crl.pem").write_bytes(fleet.ca.crl_path.read_bytes())
+            fleet.broker.reload()
+        tls = (
+            f'[broker.tls]\nca_file = "{fleet.bundle}"\ncert_file = "{cert}"\nkey_file = "{key}"\n'
+        )
+        config = write_config(tmp_path, broker_port=fleet.port, tls=tls)
+        result = asyncio.run(check_broker(load_settings(config), FAST))
+    words = {
+        "valid": "MQTT connect over TLS",
+        "expired": "certificate expired",
+        "revoked": "certificate revoked",
+        "foreign": "unknown CA",
+    }[case]
+    assert (result.status == "ok") == (case == "valid"), result
+    assert words in result.found, result
 
 
 # -- output and arithmetic ----------------------------------------------------------------
