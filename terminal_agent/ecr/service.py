@@ -398,7 +398,12 @@ class EcrService:
         running = (
             self._running_id == record.local_id and self._task is not None and not self._task.done()
         )
-        if result is not None and status != "pending":
+        if status != "pending" and result is None and running:
+            # The journal is final a moment before pay() returns with the words for the
+            # cashier: report it final together with them, never with a generic text.
+            status = "pending"
+            message = "Finishing"
+        elif result is not None and status != "pending":
             message = result.message
         elif status == "pending":
             message = _PENDING_TEXT.get(record.state, "In progress")
