@@ -103,6 +103,11 @@ def publish_crl(ca: TerminalCA, install_path: Path | None, reload_command: Seque
                 f"{result.stderr.strip()[:200]}"
             )
         done.append("broker reloaded")
+    elif install_path is None:
+        done.append(
+            "pos-broker-crl.path hands it to the broker; without it, copy it to the "
+            "broker's crlfile and systemctl reload mosquitto"
+        )
     else:
         done.append("reload the broker now (systemctl reload mosquitto)")
     return "; ".join(done)

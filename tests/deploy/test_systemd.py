@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 AGENT = "pos-terminal-agent.service"
 BRIDGE = "pos-gateway-bridge.service"
+ENROLMENT = "pos-enrolment.service"
 Unit = dict[str, dict[str, list[str]]]
 
 
@@ -78,7 +79,9 @@ HARDENING = {
 }
 
 
-@pytest.mark.parametrize(("name", "user"), [(AGENT, "pos-agent"), (BRIDGE, "pos-bridge")])
+@pytest.mark.parametrize(
+    ("name", "user"), [(AGENT, "pos-agent"), (BRIDGE, "pos-bridge"), (ENROLMENT, "pos-bridge")]
+)
 def test_units_are_hardened_and_run_as_their_own_user(name: str, user: str) -> None:
     unit = _unit(name)
     service = unit["Service"]
@@ -155,6 +158,29 @@ def test_bridge_exec_start_is_what_its_cli_takes() -> None:
         assert Path(path).parent == state
 
 
+def test_enrolment_exec_start_and_the_crl_hand_over() -> None:
+    unit = _unit(ENROLMENT)
+    argv = shlex.split(_one(unit, "Service", "ExecStart"))
+    assert argv[0] == "/opt/pos/.venv/bin/gateway-bridge"
+    args = bridge_cli._parser().parse_args(argv[1:])
+    assert args.command == "enrol-server"
+    assert args.config == Path("/etc/pos-bridge/bridge.toml")
+    # The default audit log is in the unit's logs directory.
+    from gateway_bridge.config import EnrolmentSettings
+
+    default = EnrolmentSettings.model_fields["audit_log"].default
+    assert default.parent == Path("/var/log") / _one(unit, "Service", "LogsDirectory")
+    # The CRL the CA writes in the shared state directory is what the path unit watches,
+    # and its service installs it where broker-config points Mosquitto.
+    path = _unit("pos-broker-crl.path")
+    watched = Path(_one(path, "Path", "PathChanged"))
+    assert watched.parent.parent == Path("/var/lib") / _one(unit, "Service", "StateDirectory")
+    assert _one(path, "Path", "Unit") == "pos-broker-crl.service"
+    install, reload = _unit("pos-broker-crl.service")["Service"]["ExecStart"]
+    assert shlex.split(install)[-2:] == [str(watched), "/etc/mosquitto/pos/crl.pem"]
+    assert reload.endswith("systemctl reload mosquitto.service")
+
+
 def test_sysusers_and_tmpfiles_declare_the_users_and_config_dirs() -> None:
     lines = {
         name: [
@@ -212,21 +238,25 @@ def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
     units.mkdir(parents=True)
     bin_dir = tmp_path / "opt/pos/.venv/bin"
     bin_dir.mkdir(parents=True)
-    for program in ("terminal-agent", "gateway-bridge"):
-        (bin_dir / program).write_text("#!/bin/sh\n", encoding="ascii")
-        (bin_dir / program).chmod(0o755)
-    for name in (AGENT, BRIDGE):
+    stand_ins = [bin_dir / "terminal-agent", bin_dir / "gateway-bridge"]
+    stand_ins += [tmp_path / "usr/bin/install", tmp_path / "bin/systemctl"]
+    for program in stand_ins:
+        program.parent.mkdir(parents=True, exist_ok=True)
+        program.write_text("#!/bin/sh\n", encoding="ascii")
+        program.chmod(0o755)
+    checked = (AGENT, BRIDGE, ENROLMENT, "pos-broker-crl.path", "pos-broker-crl.service")
+    for name in checked:
         shutil.copy(DEPLOY / name, units / name)
     verify = subprocess.run(
         [analyze, "verify", "--man=no", f"--root={tmp_path}"]
-        + [f"/etc/systemd/system/{name}" for name in (AGENT, BRIDGE)],
+        + [f"/etc/systemd/system/{name}" for name in checked],
         capture_output=True,
         text=True,
         check=False,
     )
     # systemd-analyze exits 0 even for unknown keys; any message at all is a finding.
     assert (verify.returncode, verify.stdout + verify.stderr) == (0, "")
-    for name in (AGENT, BRIDGE):
+    for name in (AGENT, BRIDGE, ENROLMENT):
         security = subprocess.run(
             [analyze, "security", "--offline=true", "--man=no", str(DEPLOY / name)],
             capture_output=True,
