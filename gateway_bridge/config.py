@@ -200,6 +200,16 @@ class BridgeSettings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     metrics: MetricsSettings | None = None
     enrolment: EnrolmentSettings | None = None
+    #: Where batch summaries are kept (``settle``, ``report`` and terminals' end-of-day
+    #: closes); by default next to a SQLite journal (``journal.db.settlement``). Needed
+    #: with a PostgreSQL journal.
+    settlement_store: Path | None = None
+
+    def settlement_store_path(self) -> Path | None:
+        if self.settlement_store is not None:
+            return self.settlement_store
+        path = getattr(self.journal, "path", None)
+        return path.with_name(path.name + ".settlement") if isinstance(path, Path) else None
 
 
 def load_settings(path: Path) -> BridgeSettings:

@@ -55,6 +55,7 @@ from gateway_bridge.connectors.base import (
 from gateway_bridge.journal.base import (
     AuthorizationEntry,
     AuthorizationOutcome,
+    BatchInProgress,
     Conflict,
     Duplicate,
     InFlight,
@@ -72,6 +73,7 @@ from paycore.wire import (
     REVEAL,
     AuthorizationRequest,
     AuthorizationResponse,
+    BatchCloseRequest,
     BridgeStatus,
     EncryptedPinBlock,
     Envelope,
@@ -225,7 +227,9 @@ class Bridge:
             return await self._authorize(terminal, envelope, body)
         if isinstance(body, ReversalRequest):
             return await self._reverse(terminal, envelope, body)
-        raise Refused("wrong_kind")  # pragma: no cover - REQUEST_KINDS covers both
+        if isinstance(body, BatchCloseRequest):
+            return await self._close_batch(terminal, envelope, body)
+        raise Refused("wrong_kind")  # pragma: no cover - REQUEST_KINDS covers them
 
     async def _terminal(self, terminal_id: str) -> TerminalRecord | None:
         """The registry entry, cached for ``limits.registry_cache_s`` (one read per request
@@ -372,6 +376,58 @@ class Bridge:
         )
         await self.journal.complete_reversal(record.id, outcome, outgoing.payload)
         self.metrics.reversals.labels(outcome).inc()
+        return outgoing
+
+    async def _close_batch(
+        self, terminal: TerminalRecord, envelope: Envelope, request: BatchCloseRequest
+    ) -> Outgoing:
+        """The terminal's end of day: close its batch here too, reconcile, compare
+        (gateway_bridge/settlement/terminal.py). A repeat gets the stored answer."""
+        from gateway_bridge.settlement.store import SettlementStore
+        from gateway_bridge.settlement.terminal import reconciler_for, settle_for_terminal
+
+        path = self.settings.settlement_store_path()
+        if path is None:
+            detail = "settlement_store is not configured on the bridge"
+            return self._reply(terminal, envelope, ErrorResponse(code="unavailable", detail=detail))
+        try:
+            stored = await self.journal.claim_terminal_batch(
+                terminal.terminal_id, request.idempotency_key, stale_after_s=120.0
+            )
+        except BatchInProgress:
+            detail = "this batch is being closed: try again in a minute"
+            return self._reply(terminal, envelope, ErrorResponse(code="unavailable", detail=detail))
+        if stored is not None:
+            self.metrics.duplicates.inc()
+            return Outgoing(topics.response_topic(terminal.terminal_id), stored)
+        store = SettlementStore(path)  # one small SQLite file, used from this thread only
+        try:
+            summary, answer = await settle_for_terminal(
+                self.journal,
+                terminal,
+                request,
+                store=store,
+                reconciler=reconciler_for(self.connector),
+                clock=lambda: datetime.fromtimestamp(self._clock_ms() / 1000, UTC),
+                random=self._random,
+            )
+        except BaseException:
+            # Nothing was answered: let the terminal's retry close the batch afresh.
+            await self.journal.release_terminal_batch(terminal.terminal_id, request.idempotency_key)
+            raise
+        finally:
+            store.close()
+        outgoing = self._reply(terminal, envelope, answer)
+        await self.journal.complete_terminal_batch(
+            terminal.terminal_id, request.idempotency_key, summary.batch_id, outgoing.payload
+        )
+        log.info(
+            "batch %s of %s closed at the terminal's request: %s (%d differences)",
+            summary.batch_id,
+            terminal.terminal_id,
+            answer.status,
+            len(answer.differences),
+        )
         return outgoing
 
     async def _deliver_reversal(

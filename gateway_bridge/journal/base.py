@@ -106,6 +106,10 @@ class SchemaTooNew(JournalError):
         )
 
 
+class BatchInProgress(JournalError):
+    """Another bridge is closing the same terminal batch right now."""
+
+
 class UnknownTerminal(JournalError):
     pass
 
@@ -562,6 +566,25 @@ class Journal(TerminalRegistry, Protocol):
     async def close_batch(self, terminal_id: str, batch_id: str) -> int:
         """Put every approved, unreversed, unbatched authorisation of the terminal into
         ``batch_id``; returns how many."""
+        ...
+
+    async def claim_terminal_batch(
+        self, terminal_id: str, idempotency_key: str, *, stale_after_s: float
+    ) -> bytes | None:
+        """Claim a batch close the terminal asked for (DESIGN 6: a repeat gets the stored
+        answer). None: this caller closes the batch now. Bytes: the stored answer, byte
+        for byte. :class:`BatchInProgress` while another bridge's claim is younger than
+        ``stale_after_s`` (an older unanswered claim is taken over: its bridge died)."""
+        ...
+
+    async def complete_terminal_batch(
+        self, terminal_id: str, idempotency_key: str, host_batch_id: str, response: bytes
+    ) -> None:
+        """Store the answer to a claimed batch close."""
+        ...
+
+    async def release_terminal_batch(self, terminal_id: str, idempotency_key: str) -> None:
+        """Drop an unanswered claim (the close failed before an answer was stored)."""
         ...
 
     # enrolment codes

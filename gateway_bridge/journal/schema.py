@@ -32,7 +32,7 @@ Versions:
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _STATES = "'received', 'sent', 'approved', 'declined', 'failed', 'timed_out'"
 _TERMINAL_STATUSES = "'active', 'suspended', 'revoked'"
@@ -141,6 +141,15 @@ CREATE TABLE IF NOT EXISTS enrolment_codes (
     failed_attempts     {bigint} NOT NULL DEFAULT 0 CHECK (failed_attempts >= 0),
     created_by          TEXT NOT NULL
 )""",
+        f"""
+CREATE TABLE IF NOT EXISTS terminal_batches (
+    terminal_id         TEXT NOT NULL,
+    idempotency_key     TEXT NOT NULL,
+    claimed_at          {ts} NOT NULL,
+    host_batch_id       TEXT,
+    response_payload    {blob},
+    CONSTRAINT terminal_batches_idempotency PRIMARY KEY (terminal_id, idempotency_key)
+)""",
     ]
 
 
@@ -160,4 +169,11 @@ POSTGRES_SCHEMA: list[str] = _tables(
 
 #: Every table, in creation order: tests read every value of every row of each to check
 #: that nothing holds sensitive authentication data.
-TABLES = ("schema_version", "terminals", "authorizations", "reversals", "enrolment_codes")
+TABLES = (
+    "schema_version",
+    "terminals",
+    "authorizations",
+    "reversals",
+    "enrolment_codes",
+    "terminal_batches",
+)

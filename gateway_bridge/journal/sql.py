@@ -20,7 +20,7 @@ import abc
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
 from gateway_bridge.journal.base import (
@@ -30,6 +30,7 @@ from gateway_bridge.journal.base import (
     AuthorizationOutcome,
     AuthorizationQuery,
     AuthorizationRecord,
+    BatchInProgress,
     BeginResult,
     EnrolmentCodeRecord,
     EnrolmentRedemption,
@@ -752,6 +753,72 @@ class SqlJournal(abc.ABC):
             ]
         )
         return len(rows[0])
+
+    async def claim_terminal_batch(
+        self, terminal_id: str, idempotency_key: str, *, stale_after_s: float
+    ) -> bytes | None:
+        now = self._clock()
+        stale = self._ts(now - timedelta(seconds=stale_after_s))
+        rows = await self._transact(
+            [
+                Step(
+                    """INSERT INTO terminal_batches (terminal_id, idempotency_key, claimed_at)
+                    VALUES ($1, $2, $3) ON CONFLICT (terminal_id, idempotency_key) DO NOTHING
+                    RETURNING terminal_id""",
+                    (terminal_id, idempotency_key, self._ts(now)),
+                ),
+                Step(
+                    """UPDATE terminal_batches SET claimed_at = $3
+                    WHERE terminal_id = $1 AND idempotency_key = $2
+                        AND response_payload IS NULL AND claimed_at < $4
+                    RETURNING terminal_id""",
+                    (terminal_id, idempotency_key, self._ts(now), stale),
+                    when=(0, False),
+                ),
+                Step(
+                    """SELECT response_payload FROM terminal_batches
+                    WHERE terminal_id = $1 AND idempotency_key = $2""",
+                    (terminal_id, idempotency_key),
+                    when=(0, False),
+                ),
+            ]
+        )
+        if rows[0] or rows[1]:
+            return None
+        stored = _opt_bytes(rows[2][0]["response_payload"]) if rows[2] else None
+        if stored is None:
+            raise BatchInProgress(f"batch {idempotency_key!r} of {terminal_id!r} is being closed")
+        return stored
+
+    async def complete_terminal_batch(
+        self, terminal_id: str, idempotency_key: str, host_batch_id: str, response: bytes
+    ) -> None:
+        rows = await self._transact(
+            [
+                Step(
+                    """UPDATE terminal_batches SET host_batch_id = $3, response_payload = $4
+                    WHERE terminal_id = $1 AND idempotency_key = $2
+                        AND response_payload IS NULL
+                    RETURNING terminal_id""",
+                    (terminal_id, idempotency_key, host_batch_id, response),
+                )
+            ]
+        )
+        if not rows[0]:
+            raise UnknownEntry(f"no open batch claim {idempotency_key!r} for {terminal_id!r}")
+
+    async def release_terminal_batch(self, terminal_id: str, idempotency_key: str) -> None:
+        await self._transact(
+            [
+                Step(
+                    """DELETE FROM terminal_batches
+                    WHERE terminal_id = $1 AND idempotency_key = $2
+                        AND response_payload IS NULL
+                    RETURNING terminal_id""",
+                    (terminal_id, idempotency_key),
+                )
+            ]
+        )
 
 
 def _opt_bytes(value: object) -> bytes | None:

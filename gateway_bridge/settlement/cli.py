@@ -75,10 +75,10 @@ def _report_parser() -> _Parser:
 def store_path(settings: BridgeSettings, override: Path | None) -> Path:
     if override is not None:
         return override
-    path = getattr(settings.journal, "path", None)
-    if not isinstance(path, Path):
-        raise _UsageError("--store is needed with a PostgreSQL journal")
-    return path.with_name(path.name + ".settlement")
+    path = settings.settlement_store_path()
+    if path is None:
+        raise _UsageError("--store (or settlement_store) is needed with a PostgreSQL journal")
+    return path
 
 
 async def _settle(

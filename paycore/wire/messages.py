@@ -181,6 +181,37 @@ class ReversalResponse(Message):
     outcome: Literal["reversed", "already_reversed", "unknown_original", "accepted"]
 
 
+class BatchTotal(Message):
+    """One line of a batch: how many transactions of a type, and their sum, in a currency."""
+
+    transaction_type: TransactionType
+    currency: CurrencyCode
+    count: Annotated[int, Field(ge=0, le=10_000_000)]
+    amount: Annotated[int, Field(ge=0, le=999_999_999_999_999)]
+
+
+class BatchCloseRequest(Message):
+    """End of day from the terminal: its batch's completed transactions by type and
+    currency. The bridge closes the terminal's batch in its own journal at the same moment,
+    reconciles it with the acquirer (or the issuer) and compares it with these totals."""
+
+    batch_id: Annotated[int, Field(ge=1)]
+    idempotency_key: IdempotencyKey
+    closed_at: datetime
+    totals: Annotated[tuple[BatchTotal, ...], Field(max_length=64)]
+
+
+class BatchCloseResponse(Message):
+    """The host's view of the same batch, and every difference in plain words."""
+
+    host_batch_id: Annotated[str, Field(min_length=1, max_length=80)]
+    status: Literal["in_balance", "out_of_balance", "unreconciled"]
+    totals: Annotated[tuple[BatchTotal, ...], Field(max_length=64)]
+    differences: Annotated[
+        tuple[Annotated[str, Field(max_length=200)], ...], Field(max_length=64)
+    ] = ()
+
+
 class ErrorResponse(Message):
     """A request the bridge could open but will not process (the reason, never card data)."""
 
@@ -228,9 +259,19 @@ Body: TypeAlias = (
     | AuthorizationResponse
     | ReversalRequest
     | ReversalResponse
+    | BatchCloseRequest
+    | BatchCloseResponse
     | ErrorResponse
 )
-Kind = Literal["auth_request", "auth_response", "reversal_request", "reversal_response", "error"]
+Kind = Literal[
+    "auth_request",
+    "auth_response",
+    "reversal_request",
+    "reversal_response",
+    "batch_request",
+    "batch_response",
+    "error",
+]
 
 #: Which body model each envelope kind carries.
 BODY_MODELS: dict[str, type[Body]] = {
@@ -238,6 +279,8 @@ BODY_MODELS: dict[str, type[Body]] = {
     "auth_response": AuthorizationResponse,
     "reversal_request": ReversalRequest,
     "reversal_response": ReversalResponse,
+    "batch_request": BatchCloseRequest,
+    "batch_response": BatchCloseResponse,
     "error": ErrorResponse,
 }
 KIND_OF: dict[type[Body], Kind] = {
@@ -245,10 +288,12 @@ KIND_OF: dict[type[Body], Kind] = {
     AuthorizationResponse: "auth_response",
     ReversalRequest: "reversal_request",
     ReversalResponse: "reversal_response",
+    BatchCloseRequest: "batch_request",
+    BatchCloseResponse: "batch_response",
     ErrorResponse: "error",
 }
 #: Kinds that travel from the terminal to the bridge (sealed with the data_encrypt key).
-REQUEST_KINDS = frozenset({"auth_request", "reversal_request"})
+REQUEST_KINDS = frozenset({"auth_request", "reversal_request", "batch_request"})
 
 
 M = TypeVar("M", bound=Message)

@@ -48,6 +48,8 @@ from paycore.errors import CodecError, EnvelopeError
 from paycore.wire import (
     AuthorizationRequest,
     AuthorizationResponse,
+    BatchCloseRequest,
+    BatchCloseResponse,
     BridgeStatus,
     Envelope,
     EnvelopeExpired,
@@ -74,7 +76,7 @@ from terminal_agent.link.settings import LinkSettings
 
 log = logging.getLogger(__name__)
 
-Request = AuthorizationRequest | ReversalRequest
+Request = AuthorizationRequest | ReversalRequest | BatchCloseRequest
 ReaderState = Literal["ready", "card_present", "missing", "no_service", "unknown"]
 PinpadState = Literal["ready", "missing", "unknown"]
 
@@ -82,6 +84,7 @@ PinpadState = Literal["ready", "missing", "unknown"]
 _ANSWERS: dict[type[Body], tuple[type[Body], ...]] = {
     AuthorizationRequest: (AuthorizationResponse, ErrorResponse),
     ReversalRequest: (ReversalResponse, ErrorResponse),
+    BatchCloseRequest: (BatchCloseResponse, ErrorResponse),
 }
 
 
