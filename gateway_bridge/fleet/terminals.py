@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import TextIO
 
@@ -22,6 +23,7 @@ from gateway_bridge.config import BridgeSettings, ConfigError
 from gateway_bridge.fleet.audit import AuditLog
 from gateway_bridge.fleet.ca import TerminalCA
 from gateway_bridge.fleet.enrolment import (
+    EnrolmentService,
     open_enrolment,
     read_passphrase,
     revoke_terminal,
@@ -151,8 +153,12 @@ async def terminals_admin(
         await journal.close()
 
 
-async def serve_enrolment(settings: BridgeSettings, environ: Mapping[str, str]) -> int:
-    """Serve the enrolment service until SIGINT/SIGTERM."""
+@contextlib.asynccontextmanager
+async def enrolment_server(
+    settings: BridgeSettings, environ: Mapping[str, str]
+) -> AsyncIterator[EnrolmentService]:
+    """The enrolment service over HTTPS on ``[enrolment] host:port``, running until the
+    block ends (what ``enrol-server`` runs; the demo and the tests use it too)."""
     import uvicorn
 
     from gateway_bridge.fleet.enrol_http import create_enrolment_app
@@ -160,10 +166,6 @@ async def serve_enrolment(settings: BridgeSettings, environ: Mapping[str, str]) 
     enrol = settings.enrolment
     if enrol is None:
         raise ConfigError("the configuration has no [enrolment] section")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     async with open_enrolment(settings, environ) as service:
         server = uvicorn.Server(
             uvicorn.Config(
@@ -178,10 +180,25 @@ async def serve_enrolment(settings: BridgeSettings, environ: Mapping[str, str]) 
             )
         )
         task = asyncio.create_task(server.serve())
-        log.info("enrolment service on https://%s:%d", enrol.host, enrol.port)
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        server.should_exit = True
-        await task
-        stopper.cancel()
+        try:
+            while not server.started:
+                if task.done():
+                    task.result()  # the reason it could not start
+                    raise ConfigError(f"the enrolment service did not start on {enrol.port}")
+                await asyncio.sleep(0.02)
+            log.info("enrolment service on https://%s:%d", enrol.host, enrol.port)
+            yield service
+        finally:
+            server.should_exit = True
+            await task
+
+
+async def serve_enrolment(settings: BridgeSettings, environ: Mapping[str, str]) -> int:
+    """Serve the enrolment service until SIGINT/SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with enrolment_server(settings, environ):
+        await stop.wait()
     return 0

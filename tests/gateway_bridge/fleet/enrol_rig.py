@@ -6,7 +6,6 @@ a free loopback port (uvicorn with the CA's server certificate).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import ipaddress
@@ -17,15 +16,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway_bridge.cli import main as bridge_cli
 from gateway_bridge.config import BridgeSettings, load_settings
 from gateway_bridge.fleet.ca import TerminalCA, new_ec_key
-from gateway_bridge.fleet.enrol_http import create_enrolment_app
-from gateway_bridge.fleet.enrolment import EnrolmentService, open_enrolment
+from gateway_bridge.fleet.enrolment import EnrolmentService
+from gateway_bridge.fleet.terminals import enrolment_server
 from gateway_bridge.keystore.software import SoftwareKeyStore, kcv_of
 from hardware.services import free_tcp_port, tcp_accepts
 
@@ -156,29 +154,6 @@ def make_enrol_rig(
 @contextlib.asynccontextmanager
 async def serving(rig: EnrolRig) -> AsyncIterator[EnrolmentService]:
     """The HTTPS enrolment service of ``rig``, in this event loop."""
-    enrol = rig.settings.enrolment
-    assert enrol is not None
-    async with open_enrolment(rig.settings, environ={}) as service:
-        server = uvicorn.Server(
-            uvicorn.Config(
-                create_enrolment_app(service),
-                host="127.0.0.1",
-                port=rig.port,
-                ssl_certfile=str(enrol.tls_cert_file),
-                ssl_keyfile=str(enrol.tls_key_file),
-                log_level="warning",
-                log_config=None,
-                access_log=False,
-            )
-        )
-        task = asyncio.create_task(server.serve())
-        try:
-            for _ in range(200):
-                if server.started or task.done():
-                    break
-                await asyncio.sleep(0.02)
-            assert server.started and tcp_accepts("127.0.0.1", rig.port)
-            yield service
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
+    async with enrolment_server(rig.settings, environ={}) as service:
+        assert tcp_accepts("127.0.0.1", rig.port)
+        yield service
