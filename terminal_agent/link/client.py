@@ -320,10 +320,15 @@ class MqttLink:
                 async with self._client() as client:
                     await client.subscribe(self._resp_topic, qos=1)
                     await client.subscribe(topics.BRIDGE_STATUS, qos=1)
+                    published = self._status
                     await self._publish_status(client, "online")
                     self._generation += 1
                     conn = _Connection(client, self._generation)
                     self._conn = conn
+                    if self._status is not published:
+                        # update_status ran while the first publish was on its way and saw
+                        # no connection yet: the retained status must be the latest one.
+                        await self._publish_status(client, "online")
                     self._up.set()
                     self.stats.connects += 1
                     delay = s.reconnect_initial_s
