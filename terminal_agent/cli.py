@@ -208,8 +208,9 @@ async def _run(settings: AgentSettings, config: Path) -> int:
             while not stop.is_set():
                 try:
                     await agent.terminal.deliver_reversals()
+                    await agent.terminal.settle_pending()  # batches the host has not settled
                 except Exception:
-                    log.exception("reversal delivery failed; trying again later")
+                    log.exception("reversal or batch delivery failed; trying again later")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), settings.timeouts.reversal_retry_s)
         finally:

@@ -15,10 +15,17 @@
 Reversals are journaled first and delivered by :meth:`PaymentTerminal.deliver_reversals`
 until the bridge acknowledges them; :meth:`PaymentTerminal.recover` runs the journal's
 start-up rules. Nothing here logs card data: PANs appear only masked.
+
+End of day (issue 6, settlement): :meth:`PaymentTerminal.close_batch` closes the batch in
+the journal, then settles it with the host (a BatchCloseRequest with the batch's
+completed totals); the host's verdict is journaled. If the host cannot be reached the
+batch stays closed and "not settled"; closing again with the same key, or
+:meth:`PaymentTerminal.settle_pending`, retries only the host part, with the same key.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
@@ -35,13 +42,23 @@ from paycore.wire import (
     REVEAL,
     AuthorizationRequest,
     AuthorizationResponse,
+    BatchCloseRequest,
+    BatchCloseResponse,
+    BatchTotal,
     EncryptedPinBlock,
     ErrorResponse,
     ReversalRequest,
     ReversalResponse,
 )
 from terminal_agent.display import Display, Prompt
-from terminal_agent.journal import CardData, CardOutcome, HostAnswer, TransactionJournal
+from terminal_agent.journal import (
+    Batch,
+    CardData,
+    CardOutcome,
+    HostAnswer,
+    HostTotal,
+    TransactionJournal,
+)
 from terminal_agent.journal.model import TransactionRecord
 from terminal_agent.kernel import (
     CardChannel,
@@ -56,7 +73,7 @@ from terminal_agent.kernel import (
     Outcome,
     Transaction,
 )
-from terminal_agent.link import HostTimeout, LinkError, MqttLink
+from terminal_agent.link import HostTimeout, LinkDown, LinkError, MqttLink
 from terminal_agent.reader import ReaderError, ReaderService
 
 log = logging.getLogger(__name__)
@@ -209,6 +226,8 @@ class PaymentTerminal:
         #: Called with every final result (the receipt printer); its failure is logged,
         #: never turned into a failed payment.
         self._on_result = on_result
+        #: One settlement exchange at a time (a retry loop and the cashier may race).
+        self._settling = asyncio.Lock()
 
     async def pay(
         self,
@@ -585,3 +604,157 @@ class PaymentTerminal:
         recovery = await self.journal.recover()
         if recovery.reversals_queued:
             log.warning("%d reversals queued at start-up", len(recovery.reversals_queued))
+
+    # -- end of day ----------------------------------------------------------------------
+
+    async def close_batch(self, idempotency_key: str | None = None) -> Batch:
+        """Close the terminal batch and settle it with the host; the batch, with
+        :attr:`~terminal_agent.journal.Batch.host` saying how the host saw it.
+
+        The journal closes the batch first (it stays closed whatever the host does). The
+        host gets its completed lines (purchase, refund, void by currency; declined ones
+        move no money) under the batch's own wire idempotency key. Its answer, or why
+        there is none (``host.state == "pending"``, ``host.reason``), is journaled. A
+        repeated ``idempotency_key`` returns the same batch: settled, it is not sent
+        again; still pending, the host part is retried with the same wire key.
+
+        Batches reach the host in the order they were closed (the bridge closes its own
+        batch when asked, so a later batch sent first would take in the earlier one's
+        transactions): older unsettled batches are retried first, and while one of them
+        stays unsettled the later ones wait, saying so.
+        """
+        batch = await self.journal.close_batch(idempotency_key=idempotency_key, for_host=True)
+        await self._settle_pending(upto=batch.batch_id)
+        return await self.journal.batch(batch.batch_id) or batch
+
+    async def settle_pending(self) -> int:
+        """Retry every batch the host has not settled yet, oldest first; how many the
+        host settled now (for the service's retry loop, next to the reversals)."""
+        return await self._settle_pending(upto=None)
+
+    async def _settle_pending(self, *, upto: int | None) -> int:
+        settled = 0
+        async with self._settling:
+            blocked: tuple[int, str] | None = None
+            for batch in await self.journal.pending_settlements():
+                if upto is not None and batch.batch_id > upto:
+                    break
+                if blocked is not None:
+                    await self.journal.settlement_failed(
+                        batch.batch_id,
+                        f"waiting for batch {blocked[0]} to settle first: {blocked[1]}",
+                    )
+                    continue
+                done = await self._settle(batch)
+                if done.host is not None and done.host.settled:
+                    settled += 1
+                else:
+                    reason = done.host.reason if done.host is not None else None
+                    blocked = (batch.batch_id, reason or "not settled")
+        return settled
+
+    async def _settle(self, batch: Batch) -> Batch:
+        """One exchange with the host for a pending batch; the batch as journaled after."""
+        host = batch.host
+        if host is None or host.settled:
+            return batch
+        voided = await self.journal.voided_purchases(batch.batch_id)
+        request = batch_close_request(batch, host.idempotency_key, voided)
+        try:
+            answer = await self.link.request(request, timeout=self.settings.host_timeout_s)
+        except LinkError as exc:
+            log.warning("batch %d not settled with the host: %s", batch.batch_id, exc)
+            return await self.journal.settlement_failed(batch.batch_id, _unreachable(exc))
+        if isinstance(answer, ErrorResponse):
+            reason = f"the payment service refused the batch ({answer.code})"
+            if answer.detail:
+                reason += f": {answer.detail}"
+            return await self.journal.settlement_failed(batch.batch_id, reason)
+        if not isinstance(answer, BatchCloseResponse):  # the link checks; be total
+            return await self.journal.settlement_failed(
+                batch.batch_id, "the payment service's answer was not a batch answer"
+            )
+        status, differences = answer.status, answer.differences
+        extra = totals_differences(request.totals, answer.totals)
+        if status == "in_balance" and extra:
+            # The host says in balance but its own totals say otherwise: never hidden.
+            status = "out_of_balance"
+            differences = (*differences, *extra)
+        log.info(
+            "batch %d settled with the host as %s (%s)",
+            batch.batch_id,
+            status,
+            answer.host_batch_id,
+        )
+        return await self.journal.record_settlement(
+            batch.batch_id,
+            status=status,
+            host_batch_id=answer.host_batch_id,
+            totals=[
+                HostTotal(t.transaction_type, t.currency, t.count, t.amount) for t in answer.totals
+            ],
+            differences=differences,
+        )
+
+
+def batch_close_request(
+    batch: Batch, idempotency_key: str, voided: dict[str, tuple[int, int]] | None = None
+) -> BatchCloseRequest:
+    """The wire request for ``batch``: its completed lines under ``idempotency_key``, as the
+    host holds them. A void travels as a reversal of its purchase, so the host has neither:
+    void lines are left out, and the purchases they cancelled before the close
+    (``voided``, per currency: count, amount) come off the purchase lines. The batch as
+    the cashier sees it keeps both."""
+    voided = voided or {}
+    totals: list[BatchTotal] = []
+    for line in batch.completed_lines:
+        if line.transaction_type == "void":
+            continue
+        count, amount = line.count, line.amount
+        if line.transaction_type == "purchase":
+            gone = voided.get(line.currency, (0, 0))
+            count, amount = count - gone[0], amount - gone[1]
+        if count > 0:
+            totals.append(
+                BatchTotal(
+                    transaction_type=line.transaction_type,
+                    currency=line.currency,
+                    count=count,
+                    amount=amount,
+                )
+            )
+    return BatchCloseRequest(
+        batch_id=batch.batch_id,
+        idempotency_key=idempotency_key,
+        closed_at=batch.closed_at,
+        totals=tuple(totals),
+    )
+
+
+def totals_differences(
+    ours: tuple[BatchTotal, ...], theirs: tuple[BatchTotal, ...]
+) -> tuple[str, ...]:
+    """Line by line, where the host's totals differ from the terminal's (lines with a zero
+    count on one side count as absent); empty when they agree."""
+
+    def keyed(totals: tuple[BatchTotal, ...]) -> dict[tuple[str, str], tuple[int, int]]:
+        return {(t.transaction_type, t.currency): (t.count, t.amount) for t in totals if t.count}
+
+    mine, host = keyed(ours), keyed(theirs)
+    lines = []
+    for key in sorted(mine.keys() | host.keys()):
+        a, b = mine.get(key, (0, 0)), host.get(key, (0, 0))
+        if a != b:
+            lines.append(
+                f"terminal check: {key[0]} {key[1]}: terminal {a[0]} for {a[1]},"
+                f" host {b[0]} for {b[1]}"
+            )
+    return tuple(lines)
+
+
+def _unreachable(exc: LinkError) -> str:
+    if isinstance(exc, LinkDown):
+        return "no connection to the payment service"
+    if isinstance(exc, HostTimeout):
+        return "no answer from the payment service"
+    return "the payment service's answer could not be used"

@@ -269,7 +269,13 @@ _PAGE: Final = """<!doctype html>
   <header><h2>Totals</h2><button id="close-batch">Close batch</button>
     <button class="close-view">Close</button></header>
   <h3>Today</h3><table id="totals-today"></table>
-  <h3>Last batch</h3><div id="batch-info"></div><table id="totals-batch"></table>
+  <h3>Last batch</h3><div id="batch-info"></div>
+  <div id="batch-settlement" aria-live="polite" hidden>
+    <div id="settlement-verdict"></div>
+    <ul id="settlement-differences"></ul>
+    <button id="settle-again" hidden>Settle again</button>
+  </div>
+  <table id="totals-batch"></table>
 </section>
 </body>
 </html>

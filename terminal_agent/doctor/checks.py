@@ -292,10 +292,16 @@ def check_journal(
             action = f"stop the agent, copy {path} aside for support and call support"
             found = f"{path} damaged: {'; '.join(facts.integrity[:3])}"
             results.append(fail("journal", found, action))
-        elif facts.schema_version != SCHEMA_VERSION:
+        elif facts.schema_version is None or facts.schema_version > SCHEMA_VERSION:
             action = "install the agent release that wrote this journal"
             found = f"schema version {facts.schema_version}, this agent reads {SCHEMA_VERSION}"
             results.append(fail("journal", found, action))
+        elif facts.schema_version < SCHEMA_VERSION:
+            found = (
+                f"{path} intact, schema version {facts.schema_version}: the agent upgrades it "
+                f"to {SCHEMA_VERSION} when it next starts"
+            )
+            results.append(ok("journal", found))
         else:
             results.append(ok("journal", f"{path} intact, schema version {SCHEMA_VERSION}"))
     results.append(_check_disk(path, doctor))

@@ -264,12 +264,15 @@ def create_app(
         "/v1/batches/close",
         response_model=BatchOut,
         dependencies=auth,
-        summary="Close the terminal batch (end of day)",
+        summary="Close the terminal batch (end of day) and settle it with the host",
     )
     async def close_batch(
         idempotency_key: Annotated[
             str | None,
-            Header(pattern=r"^[\x21-\x7E]{1,64}$", description="A repeat returns the same batch"),
+            Header(
+                pattern=r"^[\x21-\x7E]{1,64}$",
+                description="A repeat returns the same batch and retries its settlement",
+            ),
         ] = None,
     ) -> BatchOut:
         return await service.close_batch(idempotency_key)

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from paycore.wire.messages import Amount, CurrencyCode, IdempotencyKey
-from terminal_agent.journal.model import Batch
+from terminal_agent.journal.model import Batch, HostSettlement
 
 Status = Literal["pending", "approved", "declined", "not_completed"]
 PaymentType = Literal["purchase", "refund"]
@@ -90,9 +90,42 @@ class Totals(BaseModel):
     lines: list[TotalsLine]
 
 
+class HostTotalsLine(BaseModel):
+    """One line of the host's totals: its completed transactions of a type."""
+
+    model_config = _RESPONSE
+
+    type: Literal["purchase", "refund", "void"]
+    currency: str
+    count: int
+    amount: int
+
+
+SettlementStatus = Literal["in_balance", "out_of_balance", "unreconciled", "not_settled"]
+
+
+class Settlement(BaseModel):
+    """The host's verdict on a batch (issue 6). ``not_settled``: the host has not answered
+    yet, ``reason`` says why; the terminal retries with the same idempotency key."""
+
+    model_config = _RESPONSE
+
+    status: SettlementStatus
+    message: str = Field(description="What the cashier reads")
+    host_batch_id: str | None = None
+    totals: list[HostTotalsLine] = Field(default_factory=list)
+    differences: list[str] = Field(
+        default_factory=list, description="Every difference the host found, one per line"
+    )
+    reason: str | None = Field(default=None, description="Why it is not settled (yet)")
+    attempts: int = Field(description="Exchanges with the host so far")
+    updated_at: dt.datetime
+
+
 class BatchOut(BaseModel):
     """``POST /v1/batches/close``, ``GET /v1/batches``: one closed terminal batch: the
-    approved and declined payments that ended between ``since`` and ``closed_at``."""
+    approved and declined payments that ended between ``since`` and ``closed_at``, and
+    the host's verdict on it (``settlement``; ``null`` for a batch never sent to it)."""
 
     model_config = _RESPONSE
 
@@ -100,6 +133,7 @@ class BatchOut(BaseModel):
     closed_at: dt.datetime
     since: dt.datetime | None
     lines: list[TotalsLine]
+    settlement: Settlement | None = None
 
 
 class BatchList(BaseModel):
@@ -120,7 +154,47 @@ def batch_out(batch: Batch) -> BatchOut:
         )
         for line in batch.lines
     ]
-    return BatchOut(id=batch.batch_id, closed_at=batch.closed_at, since=batch.since, lines=lines)
+    return BatchOut(
+        id=batch.batch_id,
+        closed_at=batch.closed_at,
+        since=batch.since,
+        lines=lines,
+        settlement=settlement_out(batch.host) if batch.host is not None else None,
+    )
+
+
+def settlement_message(host: HostSettlement) -> str:
+    """The words for the cashier: the verdict and the host's batch id, or why not."""
+    if not host.settled or host.status is None:
+        return f"Not settled with the host: {host.reason or 'not sent yet'}"
+    if host.status == "in_balance":
+        return f"IN BALANCE: host batch {host.host_batch_id}"
+    if host.status == "out_of_balance":
+        count = len(host.differences)
+        return (
+            f"OUT OF BALANCE: host batch {host.host_batch_id}, "
+            f"{count} difference{'s' if count != 1 else ''}"
+        )
+    return f"NOT RECONCILED by the host: host batch {host.host_batch_id}"
+
+
+def settlement_out(host: HostSettlement) -> Settlement:
+    """The API's view of the journal's settlement of a batch."""
+    return Settlement(
+        status=host.status if host.settled and host.status is not None else "not_settled",
+        message=settlement_message(host),
+        host_batch_id=host.host_batch_id,
+        totals=[
+            HostTotalsLine(
+                type=t.transaction_type, currency=t.currency, count=t.count, amount=t.amount
+            )
+            for t in host.totals
+        ],
+        differences=list(host.differences),
+        reason=None if host.settled else host.reason,
+        attempts=host.attempts,
+        updated_at=host.updated_at,
+    )
 
 
 class Printed(BaseModel):

@@ -367,8 +367,9 @@ class EcrService:
         return sent
 
     async def close_batch(self, idempotency_key: str | None) -> BatchOut:
-        """Close the terminal batch in the journal (end of day)."""
-        return batch_out(await self.terminal.journal.close_batch(idempotency_key=idempotency_key))
+        """Close the terminal batch (end of day) and settle it with the host; a repeated
+        key returns the same batch (and retries the host part if it is not settled)."""
+        return batch_out(await self.terminal.close_batch(idempotency_key))
 
     async def batches(self, limit: int) -> list[BatchOut]:
         return [batch_out(b) for b in await self.terminal.journal.batches(limit)]

@@ -6,7 +6,8 @@
 the masked card and host data a receipt needs, and the request body, AES-GCM encrypted
 under the caller's journal key, only until the host answers. It also reserves the DUKPT
 counters of the terminal's data key (durable before use, never reused) and settles what a
-crash left open (:meth:`TransactionJournal.recover`).
+crash left open (:meth:`TransactionJournal.recover`). At end of day it closes the
+terminal batch and keeps the host's settlement of it (:class:`HostSettlement`).
 
 Errors::
 
@@ -17,6 +18,7 @@ Errors::
         ├── JournalClosed                the journal was closed
         ├── SchemaTooNew                 written by a newer release
         ├── UnknownTransaction           no such local id
+        ├── UnknownBatch                 no such batch (or not closed for the host)
         ├── DuplicateTransaction         idempotency key already journaled (.local_id)
         ├── IllegalTransition            the state machine forbids the step
         ├── BodyUnavailable              request body wiped, or wrong journal key
@@ -39,15 +41,21 @@ from terminal_agent.journal.errors import (
     JournalTransientError,
     JournalUnavailable,
     SchemaTooNew,
+    UnknownBatch,
     UnknownTransaction,
 )
 from terminal_agent.journal.model import (
     FINAL_STATES,
     STATES,
     TRANSITIONS,
+    Batch,
+    BatchLine,
     CardData,
     CardOutcome,
     HostAnswer,
+    HostSettlement,
+    HostStatus,
+    HostTotal,
     Recovery,
     ReversalReason,
     State,
@@ -66,12 +74,17 @@ __all__ = [
     "SCHEMA_VERSION",
     "STATES",
     "TRANSITIONS",
+    "Batch",
+    "BatchLine",
     "BodyUnavailable",
     "CardData",
     "CardOutcome",
     "CounterExhausted",
     "DuplicateTransaction",
     "HostAnswer",
+    "HostSettlement",
+    "HostStatus",
+    "HostTotal",
     "IllegalTransition",
     "JournalClosed",
     "JournalError",
@@ -84,6 +97,7 @@ __all__ = [
     "State",
     "TransactionJournal",
     "TransactionRecord",
+    "UnknownBatch",
     "UnknownTransaction",
     "next_usable_counter",
 ]

@@ -42,6 +42,10 @@ class UnknownTransaction(JournalPermanentError):
     """No transaction with that local id (or idempotency key)."""
 
 
+class UnknownBatch(JournalPermanentError):
+    """No closed batch with that id (or none closed for the host)."""
+
+
 class DuplicateTransaction(JournalPermanentError):
     """A transaction with this idempotency key already exists; ``local_id`` is its id."""
 

@@ -13,6 +13,10 @@ body, *before* the first publish. A ``sent`` transaction without a response, and
 approval the card did not complete, are reversed (``reversal_pending`` until the bridge
 acknowledges, then ``reversed``). ``completed``, ``declined``, ``not_completed`` and
 ``reversed`` are final.
+
+End of day: a closed :class:`Batch` and, once it is sent to the host, its
+:class:`HostSettlement` (``pending`` until the bridge answers, then ``settled`` with the
+host's verdict; the batch itself never reopens).
 """
 
 from __future__ import annotations
@@ -157,6 +161,45 @@ class BatchLine:
     amount: int
 
 
+HostStatus = Literal["in_balance", "out_of_balance", "unreconciled"]
+SettlementState = Literal["pending", "settled"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostTotal:
+    """One line of the host's totals for a batch: completed transactions of a type."""
+
+    transaction_type: TransactionType
+    currency: str
+    count: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class HostSettlement:
+    """A batch as settled with the host (the bridge), journaled in ``batch_settlements``.
+
+    ``idempotency_key`` is the key every BatchCloseRequest for this batch carries (chosen
+    once, when the batch is closed for the host, so a retry re-sends the same one).
+    ``pending``: not settled yet, ``reason`` says why (``None`` before the first try);
+    ``settled``: the host's ``status``, batch id, totals and differences, as it sent them.
+    """
+
+    idempotency_key: str
+    state: SettlementState
+    attempts: int
+    updated_at: datetime
+    reason: str | None = None
+    status: HostStatus | None = None
+    host_batch_id: str | None = None
+    totals: tuple[HostTotal, ...] = ()
+    differences: tuple[str, ...] = ()
+
+    @property
+    def settled(self) -> bool:
+        return self.state == "settled"
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
     """A terminal batch (end of day): the completed and declined transactions that became
@@ -167,3 +210,10 @@ class Batch:
     since: datetime | None
     lines: tuple[BatchLine, ...]
     idempotency_key: str | None = None
+    host: HostSettlement | None = None
+    """The settlement with the host; ``None`` for a batch never sent to the host."""
+
+    @property
+    def completed_lines(self) -> tuple[BatchLine, ...]:
+        """The lines the host settles (declined transactions move no money)."""
+        return tuple(line for line in self.lines if line.state == "completed")

@@ -15,6 +15,16 @@ PAN is otherwise kept only masked (first six, last four).
 The DUKPT transaction counter of the terminal's data key is reserved here
 (:meth:`TransactionJournal.reserve_counter`): each counter is committed as used before
 it is returned, so a crash can skip counters but never reuse one.
+
+End of day (issue 6, settlement): :meth:`TransactionJournal.close_batch` closes the
+terminal batch; closed ``for_host`` it also gets a ``batch_settlements`` row in the same
+commit, holding the idempotency key every BatchCloseRequest for that batch carries, and
+later the host's answer (:meth:`TransactionJournal.record_settlement`) or why it is not
+settled yet (:meth:`TransactionJournal.settlement_failed`).
+
+Schema versions: 1 (transactions, message ids, transitions, DUKPT counters; the batches
+table was added to it later without a bump), 2 (``batch_settlements``). A version 1 file
+is upgraded in place, in one transaction, when it is opened; nothing in it is rewritten.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from terminal_agent.journal.errors import (
     DuplicateTransaction,
     IllegalTransition,
     SchemaTooNew,
+    UnknownBatch,
     UnknownTransaction,
 )
 from terminal_agent.journal.model import (
@@ -47,6 +58,9 @@ from terminal_agent.journal.model import (
     CardData,
     CardOutcome,
     HostAnswer,
+    HostSettlement,
+    HostStatus,
+    HostTotal,
     MessageRole,
     Recovery,
     ReversalReason,
@@ -56,7 +70,7 @@ from terminal_agent.journal.model import (
 )
 from terminal_agent.journal.worker import Tx, Worker
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 NONCE_BYTES: Final = 12
 #: The journal's counter row for the terminal's envelope (data) key, unless told otherwise.
 DATA_KEY: Final = "data"
@@ -111,7 +125,34 @@ _BATCHES: Final = """CREATE TABLE IF NOT EXISTS batches (
     idempotency_key TEXT UNIQUE,
     last_seq INTEGER NOT NULL
 )"""
-_BATCH_COLUMNS: Final = "id, closed_at, since, totals, idempotency_key"
+#: Version 2: the host's side of each batch closed for the host (one row per batch).
+_SETTLEMENTS: Final = """CREATE TABLE batch_settlements (
+    batch_id INTEGER PRIMARY KEY REFERENCES batches (id),
+    idempotency_key TEXT NOT NULL UNIQUE,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'settled')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    status TEXT CHECK (status IN ('in_balance', 'out_of_balance', 'unreconciled')),
+    host_batch_id TEXT,
+    host_totals TEXT,
+    differences TEXT,
+    updated_at TEXT NOT NULL
+)"""
+#: The statements that take a database from version N to N + 1 (run in one transaction).
+_UPGRADES: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        _BATCHES,
+        _SETTLEMENTS,
+        "CREATE INDEX batch_settlements_state ON batch_settlements (state)",
+    ),
+}
+_BATCH_COLUMNS: Final = (
+    "b.id, b.closed_at, b.since, b.totals, b.idempotency_key,"
+    " s.idempotency_key, s.state, s.attempts, s.reason, s.status, s.host_batch_id,"
+    " s.host_totals, s.differences, s.updated_at"
+    " FROM batches b LEFT JOIN batch_settlements s ON s.batch_id = b.id"
+)
+
 _AAD_PREFIX: Final = b"pos-terminal-journal/v1/request-body/"
 
 
@@ -140,6 +181,7 @@ def next_usable_counter(counter: int) -> int:
 
 
 def _migrate(tx: Tx) -> int:
+    """Create the schema, or upgrade an older one in place; the version found (0: new)."""
     conn = tx.conn
     exists = conn.execute(
         "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
@@ -149,12 +191,20 @@ def _migrate(tx: Tx) -> int:
         found = int(row[0]) if row and row[0] is not None else 0
         if found > SCHEMA_VERSION:
             raise SchemaTooNew(found, SCHEMA_VERSION)
-        if found == SCHEMA_VERSION:
+        if found >= 1:
+            for version in range(found, SCHEMA_VERSION):
+                for statement in _UPGRADES[version]:
+                    conn.execute(statement)
+            if found != SCHEMA_VERSION:
+                conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION,))
             return found
     for statement in _SCHEMA:
         conn.execute(statement)
+    for version in range(1, SCHEMA_VERSION):
+        for statement in _UPGRADES[version]:
+            conn.execute(statement)
     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-    return SCHEMA_VERSION
+    return 0
 
 
 def _add_batches(tx: Tx) -> None:
@@ -162,14 +212,38 @@ def _add_batches(tx: Tx) -> None:
 
 
 def _batch(row: Sequence[Any]) -> Batch:
-    batch_id, closed_at, since, totals, key = row
+    batch_id, closed_at, since, totals, key, host_key = row[:6]
+    state, attempts, reason, status, host_batch_id, host_totals, differences, at = row[6:]
     lines = tuple(
         BatchLine(cast(Any, t), cast(Any, s), str(c), int(n), int(a))
         for t, s, c, n, a in json.loads(totals)
     )
+    host = None
+    if host_key is not None:
+        host = HostSettlement(
+            idempotency_key=str(host_key),
+            state=cast(Any, state),
+            attempts=int(attempts),
+            updated_at=_dt(at),
+            reason=reason,
+            status=cast("HostStatus | None", status),
+            host_batch_id=host_batch_id,
+            totals=tuple(
+                HostTotal(cast(Any, t), str(c), int(n), int(a))
+                for t, c, n, a in json.loads(host_totals or "[]")
+            ),
+            differences=tuple(str(d) for d in json.loads(differences or "[]")),
+        )
     return Batch(
-        int(batch_id), _dt(closed_at), _dt(since) if since is not None else None, lines, key
+        int(batch_id), _dt(closed_at), _dt(since) if since is not None else None, lines, key, host
     )
+
+
+def _load_batch(conn: sqlite3.Connection, batch_id: int) -> Batch:
+    row = conn.execute(f"SELECT {_BATCH_COLUMNS} WHERE b.id = ?", (batch_id,)).fetchone()
+    if row is None:
+        raise UnknownBatch(f"no batch {batch_id}")
+    return _batch(row)
 
 
 def _row(conn: sqlite3.Connection, sql: str, args: Sequence[object]) -> dict[str, Any] | None:
@@ -552,65 +626,190 @@ class TransactionJournal:
 
     # -- terminal batches (end of day) ---------------------------------------------------
 
-    async def close_batch(self, *, idempotency_key: str | None = None) -> Batch:
+    async def close_batch(
+        self, *, idempotency_key: str | None = None, for_host: bool = False
+    ) -> Batch:
         """Close the terminal batch: totals by type, final state and currency of the
         ``completed`` and ``declined`` transactions that reached that state since the
         previous close (the journal's transitions are numbered, so each final transaction
         is counted in exactly one batch).
 
         A repeated ``idempotency_key`` returns the batch it closed; a close with nothing
-        new records an empty batch.
+        new records an empty batch. ``for_host``: the batch is to be settled with the host;
+        in the same commit it gets a ``pending`` settlement with the wire idempotency key
+        all its BatchCloseRequests carry (an existing settlement is kept as it is).
         """
 
         def job(tx: Tx) -> Batch:
             conn = tx.conn
+            batch_id: int | None = None
             if idempotency_key is not None:
                 row = conn.execute(
-                    f"SELECT {_BATCH_COLUMNS} FROM batches WHERE idempotency_key = ?",  # noqa: S608
-                    (idempotency_key,),
+                    "SELECT id FROM batches WHERE idempotency_key = ?", (idempotency_key,)
                 ).fetchone()
                 if row is not None:
-                    return _batch(row)
-            prev = conn.execute(
-                "SELECT closed_at, last_seq FROM batches ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-            since, after = (prev[0], int(prev[1])) if prev is not None else (None, 0)
-            top = conn.execute("SELECT MAX(seq) FROM transitions").fetchone()
-            upto = int(top[0]) if top and top[0] is not None else 0
-            closed_at = _ts(self._clock())
-            if since is not None:
-                closed_at = max(closed_at, since)
-            totals = conn.execute(
-                "SELECT t.transaction_type, t.state, t.currency, COUNT(*), SUM(t.amount)"
-                " FROM transitions s JOIN transactions t ON t.id = s.transaction_id"
-                " WHERE s.state IN ('completed', 'declined') AND s.seq > ? AND s.seq <= ?"
-                " GROUP BY t.transaction_type, t.state, t.currency"
-                " ORDER BY t.transaction_type, t.state, t.currency",
-                (after, upto),
-            ).fetchall()
-            text = json.dumps([list(t) for t in totals])
-            cursor = conn.execute(
-                "INSERT INTO batches (closed_at, since, totals, idempotency_key, last_seq)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (closed_at, since, text, idempotency_key, upto),
-            )
-            return _batch((cursor.lastrowid, closed_at, since, text, idempotency_key))
+                    batch_id = int(row[0])
+            if batch_id is None:
+                batch_id = self._close(conn, idempotency_key)
+            if for_host:
+                conn.execute(
+                    "INSERT INTO batch_settlements (batch_id, idempotency_key, state, updated_at)"
+                    " VALUES (?, ?, 'pending', ?) ON CONFLICT (batch_id) DO NOTHING",
+                    (batch_id, f"batch-{batch_id}-{self._random(8).hex()}", _ts(self._clock())),
+                )
+            return _load_batch(conn, batch_id)
 
         return await self._worker.submit(job)
 
+    def _close(self, conn: sqlite3.Connection, idempotency_key: str | None) -> int:
+        prev = conn.execute(
+            "SELECT closed_at, last_seq FROM batches ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+        since, after = (prev[0], int(prev[1])) if prev is not None else (None, 0)
+        top = conn.execute("SELECT MAX(seq) FROM transitions").fetchone()
+        upto = int(top[0]) if top and top[0] is not None else 0
+        closed_at = _ts(self._clock())
+        if since is not None:
+            closed_at = max(closed_at, since)
+        totals = conn.execute(
+            "SELECT t.transaction_type, t.state, t.currency, COUNT(*), SUM(t.amount)"
+            " FROM transitions s JOIN transactions t ON t.id = s.transaction_id"
+            " WHERE s.state IN ('completed', 'declined') AND s.seq > ? AND s.seq <= ?"
+            " GROUP BY t.transaction_type, t.state, t.currency"
+            " ORDER BY t.transaction_type, t.state, t.currency",
+            (after, upto),
+        ).fetchall()
+        cursor = conn.execute(
+            "INSERT INTO batches (closed_at, since, totals, idempotency_key, last_seq)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (closed_at, since, json.dumps([list(t) for t in totals]), idempotency_key, upto),
+        )
+        return int(cast(int, cursor.lastrowid))
+
     async def batches(self, limit: int = 20) -> list[Batch]:
-        """The closed batches, newest first."""
+        """The closed batches, newest first, each with its settlement (if any)."""
         if not 1 <= limit <= 10_000:
             raise ValueError("limit must be between 1 and 10000")
 
         def job(tx: Tx) -> list[Batch]:
             rows = tx.conn.execute(
-                f"SELECT {_BATCH_COLUMNS} FROM batches ORDER BY id DESC LIMIT ?",  # noqa: S608
+                f"SELECT {_BATCH_COLUMNS} ORDER BY b.id DESC LIMIT ?",
                 (limit,),
             ).fetchall()
             return [_batch(r) for r in rows]
 
         return await self._worker.submit(job)
+
+    async def batch(self, batch_id: int) -> Batch | None:
+        """One closed batch with its settlement; ``None`` if there is no such batch."""
+
+        def job(tx: Tx) -> Batch | None:
+            try:
+                return _load_batch(tx.conn, batch_id)
+            except UnknownBatch:
+                return None
+
+        return await self._worker.submit(job)
+
+    async def voided_purchases(self, batch_id: int) -> dict[str, tuple[int, int]]:
+        """Per currency, (count, amount) of the purchases completed in batch ``batch_id``
+        that a void had cancelled by the time the batch closed.
+
+        A void travels as a reversal: the host then holds neither the purchase nor the
+        void, so the totals the host settles leave both out (transaction.py).
+        """
+
+        def job(tx: Tx) -> dict[str, tuple[int, int]]:
+            conn = tx.conn
+            row = conn.execute("SELECT last_seq FROM batches WHERE id = ?", (batch_id,)).fetchone()
+            if row is None:
+                raise UnknownBatch(f"no batch {batch_id}")
+            upto = int(row[0])
+            prev = conn.execute(
+                "SELECT last_seq FROM batches WHERE id < ? ORDER BY id DESC LIMIT 1", (batch_id,)
+            ).fetchone()
+            after = int(prev[0]) if prev is not None else 0
+            rows = conn.execute(
+                "SELECT p.currency, COUNT(*), SUM(p.amount)"
+                " FROM transitions s JOIN transactions p ON p.id = s.transaction_id"
+                " JOIN transactions v ON v.transaction_type = 'void'"
+                "  AND v.idempotency_key = substr('void:' || p.idempotency_key, 1, 64)"
+                " WHERE p.transaction_type = 'purchase' AND s.state = 'completed'"
+                "  AND s.seq > ? AND s.seq <= ?"
+                "  AND EXISTS (SELECT 1 FROM transitions vs WHERE vs.transaction_id = v.id"
+                "   AND vs.state = 'completed' AND vs.seq <= ?)"
+                " GROUP BY p.currency",
+                (after, upto, upto),
+            ).fetchall()
+            return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
+
+        return await self._worker.submit(job)
+
+    async def pending_settlements(self) -> list[Batch]:
+        """Batches closed for the host that it has not settled yet, oldest first."""
+
+        def job(tx: Tx) -> list[Batch]:
+            rows = tx.conn.execute(
+                f"SELECT {_BATCH_COLUMNS} WHERE s.state = 'pending' ORDER BY b.id"
+            ).fetchall()
+            return [_batch(r) for r in rows]
+
+        return await self._worker.submit(job)
+
+    async def settlement_failed(self, batch_id: int, reason: str) -> Batch:
+        """One more attempt that did not settle ``batch_id`` with the host, and why (plain
+        words, no card data). A batch the host has settled meanwhile stays settled."""
+        if not reason:
+            raise ValueError("a reason is needed")
+        now = _ts(self._clock())
+
+        def job(tx: Tx) -> Batch:
+            self._settlement_row(tx.conn, batch_id)
+            tx.conn.execute(
+                "UPDATE batch_settlements SET attempts = attempts + 1, reason = ?,"
+                " updated_at = ? WHERE batch_id = ? AND state = 'pending'",
+                (reason[:200], now, batch_id),
+            )
+            return _load_batch(tx.conn, batch_id)
+
+        return await self._worker.submit(job)
+
+    async def record_settlement(
+        self,
+        batch_id: int,
+        *,
+        status: HostStatus,
+        host_batch_id: str,
+        totals: Sequence[HostTotal],
+        differences: Sequence[str],
+    ) -> Batch:
+        """The host's answer for ``batch_id``: the settlement becomes ``settled``.
+
+        Recorded once: a second answer (a retry raced the first) leaves the first in place;
+        the host answers a repeated idempotency key with its stored answer anyway.
+        """
+        now = _ts(self._clock())
+        lines = json.dumps([[t.transaction_type, t.currency, t.count, t.amount] for t in totals])
+
+        def job(tx: Tx) -> Batch:
+            self._settlement_row(tx.conn, batch_id)
+            tx.conn.execute(
+                "UPDATE batch_settlements SET state = 'settled', attempts = attempts + 1,"
+                " reason = NULL, status = ?, host_batch_id = ?, host_totals = ?,"
+                " differences = ?, updated_at = ? WHERE batch_id = ? AND state = 'pending'",
+                (status, host_batch_id, lines, json.dumps(list(differences)), now, batch_id),
+            )
+            return _load_batch(tx.conn, batch_id)
+
+        return await self._worker.submit(job)
+
+    @staticmethod
+    def _settlement_row(conn: sqlite3.Connection, batch_id: int) -> None:
+        found = conn.execute(
+            "SELECT 1 FROM batch_settlements WHERE batch_id = ?", (batch_id,)
+        ).fetchone()
+        if found is None:
+            raise UnknownBatch(f"batch {batch_id} was not closed for the host")
 
     # -- internals ---------------------------------------------------------------------------
 

@@ -239,9 +239,39 @@
       cell(row, money(l.amount, l.currency));
     }
   }
+  // The host's verdict on the batch (issue 6): IN BALANCE with the host's batch id, OUT OF
+  // BALANCE with every difference line, or why it is not settled with the host (yet).
+  let settleKey = null;   // the Idempotency-Key of the last close, for "Settle again"
+  function showSettlement(b) {
+    const box = $("batch-settlement");
+    const s = b ? b.settlement : null;
+    const list = $("settlement-differences");
+    list.replaceChildren();
+    $("settle-again").hidden = true;
+    if (!s) { box.hidden = true; return; }
+    box.hidden = false;
+    box.className = s.status;
+    const verdict = $("settlement-verdict");
+    if (s.status === "in_balance") {
+      verdict.textContent = "IN BALANCE \u2014 host batch " + s.host_batch_id;
+    } else if (s.status === "out_of_balance" || s.status === "unreconciled") {
+      verdict.textContent = (s.status === "out_of_balance" ? "OUT OF BALANCE" : "NOT RECONCILED")
+        + " \u2014 host batch " + s.host_batch_id;
+    } else {
+      verdict.textContent = "Not settled with the host: " + (s.reason || "not sent yet");
+      $("settle-again").hidden = settleKey === null || settleKey.batch !== b.id;
+    }
+    for (const d of s.differences) {
+      const li = document.createElement("li");
+      li.className = "difference";
+      li.textContent = d;
+      list.append(li);
+    }
+  }
   function showBatch(b) {
     $("batch-info").textContent = b ? "Batch " + b.id + " closed " + new Date(b.closed_at).toLocaleString() : "No batch closed yet";
     fillTotals($("totals-batch"), b ? b.lines : []);
+    showSettlement(b);
   }
   async function showTotals() {
     openView("totals");
@@ -249,12 +279,26 @@
     if (today.ok) fillTotals($("totals-today"), today.data.lines);
     if (batches.ok) showBatch(batches.data.batches[0] || null);
   }
-  async function closeBatch() {
+  async function closeBatch(again) {
+    // A repeat with the same key returns the same batch and retries only the host part.
+    const key = again && settleKey !== null ? settleKey.key : newKey();
     $("close-batch").disabled = true;
+    $("settle-again").disabled = true;
+    $("batch-info").textContent = again ? "Settling with the host\u2026" : "Closing the batch\u2026";
     try {
-      const r = await api("POST", "/v1/batches/close");
-      if (r.ok) showBatch(r.data); else $("batch-info").textContent = (r.data && r.data.message) || "Not closed";
-    } finally { $("close-batch").disabled = false; }
+      const r = await fetch("/v1/batches/close", {
+        method: "POST", cache: "no-store",
+        headers: { Authorization: "Bearer " + token, "Idempotency-Key": key },
+      });
+      let data = null;
+      try { data = await r.json(); } catch (e) { data = null; }
+      if (r.ok && data) {
+        settleKey = { key, batch: data.id };
+        showBatch(data);
+      } else {
+        $("batch-info").textContent = (data && data.message) || "Not closed (" + r.status + ")";
+      }
+    } finally { $("close-batch").disabled = false; $("settle-again").disabled = false; }
   }
 
   $("show-history").addEventListener("click", showHistory);
@@ -262,7 +306,8 @@
   $("receipt-customer").addEventListener("click", () => receiptId !== null && showReceipt(receiptId, "customer"));
   $("receipt-merchant").addEventListener("click", () => receiptId !== null && showReceipt(receiptId, "merchant"));
   $("receipt-print").addEventListener("click", printReceipt);
-  $("close-batch").addEventListener("click", closeBatch);
+  $("close-batch").addEventListener("click", () => closeBatch(false));
+  $("settle-again").addEventListener("click", () => closeBatch(true));
   for (const b of document.querySelectorAll(".close-view")) b.addEventListener("click", closeViews);
 
   document.querySelector("#keypad").addEventListener("click", (e) => {

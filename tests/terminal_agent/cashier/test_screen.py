@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import secrets
 import socket
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ import uvicorn
 from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
 from pydantic import SecretStr
 
-from hardware.cards import EmvCard, load_profile
+from hardware.cards import EmvCard, Faults, load_profile
 from hardware.pcsc.pcscd import PcscdService
 from hardware.pcsc.slot import CardSlot
 from hardware.pinpad import EmulatedPinpad, PinScript
@@ -317,17 +318,71 @@ def test_history_receipt_close_batch_and_keys_low_banner(
             await page.click("#show-totals")
             await expect(page.locator("#totals-today")).to_contain_text("7.25 GBP")
             await expect(page.locator("#batch-info")).to_have_text("No batch closed yet")
+            await expect(page.locator("#batch-settlement")).to_be_hidden()
             await page.click("#close-batch")
             await expect(page.locator("#batch-info")).to_contain_text("Batch 1 closed")
             row = page.locator("#totals-batch tr.line.approved")
             await expect(row).to_contain_text("purchase")
             await expect(row).to_contain_text("7.25 GBP")
-            await s.shot(page, "totals-1280x800")
             batches = await s.journal.batches()
             assert [(b.batch_id, len(b.lines)) for b in batches] == [(1, 1)]
             assert (batches[0].lines[0].count, batches[0].lines[0].amount) == (1, 725)
+            host = batches[0].host
+            assert host is not None and host.status == "in_balance" and host.host_batch_id
+            verdict = page.locator("#batch-settlement")
+            await expect(verdict).to_have_class("in_balance")
+            await expect(page.locator("#settlement-verdict")).to_have_text(
+                f"IN BALANCE \u2014 host batch {host.host_batch_id}"
+            )
+            await expect(page.locator("#settlement-differences li")).to_have_count(0)
+            await s.shot(page, "totals-1280x800")
             await page.click("#close-batch")  # nothing new since: an empty batch
             await expect(page.locator("#batch-info")).to_contain_text("Batch 2 closed")
             await expect(page.locator("#totals-batch")).to_contain_text("No payments")
+            await expect(verdict).to_have_class("in_balance")
+
+    asyncio.run(body())
+
+
+def test_close_batch_shows_not_settled_then_out_of_balance_line_by_line(
+    rig: Rig, pcscd_vpcd: PcscdService, vpcd_card: CardSlot, pad: EmulatedPinpad, tmp_path: Path
+) -> None:
+    """No bridge: "Not settled with the host" and the reason; "Settle again" once the
+    bridge is back sends the same batch, which is out of balance (a card AAC after the
+    host approved left an approval at the bridge whose reversal is still queued)."""
+    sim = issuer()
+    vpcd_card(EmvCard(load_profile("visa_debit"), faults=Faults(aac_at_second_gen_ac=True)))
+    pad.queue_pin(PinScript.entered("4321"))
+
+    async def body() -> None:
+        async with screen(rig, pcscd_vpcd, tmp_path, pad, reader=pcscd_vpcd.card_reader) as s:
+            page = await s.page(LARGE)
+            async with running_bridge(rig, sim):
+                await type_amount(page, "900")
+                await page.click("#pay")
+                await expect(page.locator("#headline")).to_have_text("DECLINED", timeout=15_000)
+            await page.click("#show-totals")
+            await page.click("#close-batch")
+            verdict = page.locator("#batch-settlement")
+            await expect(verdict).to_have_class("not_settled", timeout=15_000)
+            await expect(page.locator("#settlement-verdict")).to_have_text(
+                re.compile(r"^Not settled with the host: no (answer from|connection to) the "
+                           r"payment service$")
+            )  # fmt: skip
+            await s.shot(page, "batch-not-settled-1280x800")
+            async with running_bridge(rig, sim):
+                await page.click("#settle-again")
+                await expect(verdict).to_have_class("out_of_balance", timeout=15_000)
+            await expect(page.locator("#batch-info")).to_contain_text("Batch 1 closed")
+            await expect(page.locator("#settlement-verdict")).to_contain_text("OUT OF BALANCE")
+            lines = page.locator("#settlement-differences li.difference")
+            await expect(lines).to_have_text(
+                ["purchase GBP: terminal 0 for 0.00 GBP, bridge 1 for 9.00 GBP"]
+            )
+            await expect(page.locator("#settle-again")).to_be_hidden()
+            await s.shot(page, "batch-out-of-balance-1280x800")
+            (batch,) = await s.journal.batches()
+            assert batch.host is not None and batch.host.attempts == 2
+            assert batch.host.status == "out_of_balance"
 
     asyncio.run(body())

@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -369,6 +370,20 @@ def test_journal_corrupted(tmp_path: Path, where: str) -> None:
     assert results["journal"].status == "fail", results["journal"]
     assert results["journal"].action is not None and "support" in results["journal"].action
     assert results["disk"].status == "ok"
+
+
+@pytest.mark.parametrize(("version", "status"), [(1, "ok"), (99, "fail")])
+def test_journal_schema_older_is_upgraded_newer_is_refused(
+    tmp_path: Path, version: int, status: str
+) -> None:
+    config = write_config(tmp_path)
+    settings = load_settings(config)
+    with sqlite3.connect(settings.journal.path) as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (version,))
+    conn.close()
+    result = run(config, "journal")["journal"]
+    assert result.status == status, result
+    assert ("upgrades it" in result.found) == (version == 1)
 
 
 def test_pending_reversal_too_old_warns(tmp_path: Path) -> None:

@@ -62,9 +62,9 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def ecr_api(
-    rig: Rig, pcscd: PcscdService, tmp_path: Path, pad: EmulatedPinpad
+    rig: Rig, pcscd: PcscdService, tmp_path: Path, pad: EmulatedPinpad, host_timeout: float = 5.0
 ) -> AsyncIterator[Api]:
-    async with agent(rig, pcscd, tmp_path, pad) as a:
+    async with agent(rig, pcscd, tmp_path, pad, host_timeout=host_timeout) as a:
         app = create_app(
             a.terminal, EcrSettings(token_file=tmp_path / "unused"), token=SecretStr(TOKEN)
         )

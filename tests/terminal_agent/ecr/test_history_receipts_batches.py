@@ -8,19 +8,20 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import cast
 
 import httpx
 from pydantic import SecretStr
 
+from paycore.wire import BatchCloseRequest, BatchCloseResponse
+from paycore.wire.messages import Body
 from terminal_agent.ecr import EcrSettings, create_app
 from terminal_agent.journal import CardOutcome, HostAnswer, TransactionJournal
 from terminal_agent.journal.model import CardData
+from terminal_agent.link import LinkDown
 from terminal_agent.receipts import MerchantSettings, PrinterSettings
-from terminal_agent.transaction import PaymentTerminal
 from tests.terminal_agent.ecr.harness import AUTH, TOKEN
 from tests.terminal_agent.journal.test_journal import CARD, KEY, PAN, drive, request_body
+from tests.terminal_agent.test_batch_settlement import FakeHost, terminal_with
 
 MERCHANT = MerchantSettings(name="Corner <Shop>", merchant_id="123456789012345", terminal_id="T1")
 
@@ -31,9 +32,10 @@ async def client(
     *,
     merchant: MerchantSettings | None = MERCHANT,
     printer: PrinterSettings | None = None,
+    host: FakeHost | None = None,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, TransactionJournal]]:
     async with await TransactionJournal.open(tmp_path / "agent.db", KEY) as journal:
-        terminal = cast(PaymentTerminal, SimpleNamespace(journal=journal))
+        terminal = terminal_with(journal, host or FakeHost())
         app = create_app(
             terminal, EcrSettings(token_file=tmp_path / "unused"), token=SecretStr(TOKEN),
             merchant=merchant, printer=printer,
@@ -173,6 +175,13 @@ def test_close_batch_totals_idempotency_and_listing(tmp_path: Path) -> None:
                 {"type": "purchase", "status": "declined", "currency": "GBP", "count": 1,
                  "amount": 1234},
             ]  # fmt: skip
+            settlement = batch["settlement"]
+            assert settlement["status"] == "in_balance"
+            assert settlement["message"] == f"IN BALANCE: host batch HB-{batch['id']}"
+            assert settlement["totals"] == [
+                {"type": "purchase", "currency": "GBP", "count": 2, "amount": 2468}
+            ]
+            assert (settlement["differences"], settlement["reason"]) == ([], None)
             again = await c.post("/v1/batches/close", headers=AUTH | {"Idempotency-Key": "d1"})
             assert again.json() == batch
             empty = await c.post("/v1/batches/close", headers=AUTH)
@@ -183,5 +192,44 @@ def test_close_batch_totals_idempotency_and_listing(tmp_path: Path) -> None:
             assert [b["id"] for b in listed] == [empty.json()["id"], batch["id"]]
             wrong = await c.get("/v1/batches", params={"limit": "0"}, headers=AUTH)
             assert wrong.status_code == 422
+
+    asyncio.run(body())
+
+
+def test_the_host_verdict_not_settled_then_out_of_balance_in_the_batch(tmp_path: Path) -> None:
+    host = FakeHost(LinkDown("no broker"))
+    differences = (
+        "purchase GBP: terminal 1 for 12.34 GBP, bridge 0 for 0.00 GBP",
+        "acquirer: DE74 debits count: bridge 0, acquirer 1",
+    )
+
+    def out_of_balance(request: BatchCloseRequest) -> Body:
+        return BatchCloseResponse(
+            host_batch_id="HB-7", status="out_of_balance", totals=(), differences=differences
+        )
+
+    async def body() -> None:
+        async with client(tmp_path, host=host) as (c, journal):
+            await drive(journal, "completed")
+            first = await c.post("/v1/batches/close", headers=AUTH | {"Idempotency-Key": "x/1"})
+            assert first.status_code == 200, first.text
+            pending = first.json()["settlement"]
+            assert pending["status"] == "not_settled" and pending["attempts"] == 1
+            assert pending["reason"] == "no connection to the payment service"
+            assert pending["message"] == (
+                "Not settled with the host: no connection to the payment service"
+            )
+            assert pending["host_batch_id"] is None
+            host.answer = out_of_balance
+            retried = await c.post("/v1/batches/close", headers=AUTH | {"Idempotency-Key": "x/1"})
+            shown = retried.json()
+            assert shown["id"] == first.json()["id"] and shown["lines"] == first.json()["lines"]
+            assert shown["settlement"]["status"] == "out_of_balance"
+            verdict = shown["settlement"]
+            assert verdict["message"] == "OUT OF BALANCE: host batch HB-7, 2 differences"
+            assert verdict["differences"] == list(differences)
+            assert len({r.idempotency_key for r in host.requests}) == 1
+            listed = (await c.get("/v1/batches", headers=AUTH)).json()["batches"]
+            assert listed == [shown]
 
     asyncio.run(body())

@@ -38,7 +38,8 @@ class Served:
 
         async def hold() -> None:
             try:
-                async with ecr_api(rig, pcscd, tmp_path, pad) as api:
+                # No bridge runs: a batch close waits host_timeout for it, so keep it short.
+                async with ecr_api(rig, pcscd, tmp_path, pad, host_timeout=0.3) as api:
                     self.ready.set_result(api)
                     await self.stop.wait()
             except Exception as exc:  # surfaced to the test through ``ready``
