@@ -1,13 +1,17 @@
 """``pos-demo``: a full shift on one machine, every part real except the hardware.
 
-It starts, in one process tree: an embedded MQTT broker (amqtt, MQTT 3.1.1) unless
-``--broker HOST:PORT`` names a running one; a gateway bridge with a SQLite journal and
-the issuer simulator; keys made with ``gateway-bridge keys`` (BDKs in the software key
-store, key-block protection keys entered as custodian components, the terminal's and
-the PIN pad's initial keys delivered as TR-31 blocks); an emulated PIN pad on a
-pseudo-terminal that loads its key through the pad's load-key command; an emulated card
-behind pcscd + vpcd when they are installed (else answered in-process, as it says); and
-the terminal agent. Then it runs the script: an approved purchase with online PIN, a
+It starts, in one process tree: an embedded MQTT broker (amqtt, MQTT 3.1.1, TLS with
+the terminal CA's server certificate) unless ``--broker HOST:PORT`` names a running one
+(used without TLS); a gateway bridge with a SQLite journal and the issuer simulator;
+keys made with ``gateway-bridge keys`` (BDKs in the software key store, the PIN pads'
+key-block protection key entered as custodian components); the terminal CA and the
+enrolment service; an emulated PIN pad on a pseudo-terminal; an emulated card behind
+pcscd + vpcd when they are installed (else answered in-process, as it says). The
+terminal is provisioned exactly as a technician does it (docs/provisioning.md): a
+one-time code from ``gateway-bridge terminals enrol-code``, then ``terminal-agent
+provision``'s steps: its certificate and its data key (TR-31 under an ECDH-agreed key),
+the PIN pad's key loaded through the pad's load-key command with its KCV checked. Then
+the terminal agent runs. Then it runs the script: an approved purchase with online PIN, a
 decline for insufficient funds, a wrong PIN, a refund, and the end-of-day batch close,
 printing what the cashier screen and the PIN pad showed. Everything it started is
 stopped at the end; its files live in a temporary folder that is removed.
@@ -27,32 +31,36 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from cryptography.hazmat.primitives import serialization
 from pydantic import SecretStr
 
 from gateway_bridge.app import open_bridge
 from gateway_bridge.cli import main as bridge_cli
+from gateway_bridge.config import BridgeSettings
 from gateway_bridge.config import load_settings as load_bridge_settings
+from gateway_bridge.fleet.ca import TerminalCA, new_ec_key
+from gateway_bridge.fleet.terminals import enrolment_server
 from gateway_bridge.keystore.cli import main as keys_cli
 from gateway_bridge.keystore.software import kcv_of
-from gateway_bridge.settlement import LedgerReconciler, SettlementStore, settle
-from gateway_bridge.settlement.report import write_text
 from hardware.cards import EmvCard, catalogue, load_profile
 from hardware.pinpad import EmulatedPinpad, PinScript
 from paycore.compat import silence_legacy_tdes_warnings
+from paycore.currency import by_alpha
 from pos_demo.inprocess import InProcessSlot
 from terminal_agent.app import Agent, open_agent
 from terminal_agent.cashier import CashierFeed, create_cashier_app
 from terminal_agent.config import EcrSettings
 from terminal_agent.config import load_settings as load_agent_settings
 from terminal_agent.display import Display, FanOut, PadDisplay, Prompt
+from terminal_agent.journal.model import Batch
+from terminal_agent.provision import ProvisionOptions, provision
 from terminal_agent.transaction import PaymentResult
 
 TERMINAL_ID = "DEMO0001"
-DATA_IKID = "DE40000100000001"
-PIN_IKID = "DE40000200000001"
 
 
 class Slot(Protocol):
@@ -104,43 +112,63 @@ def _keys(work: Path, *argv: str, stdin: str | None = None) -> str:
     return out.getvalue()
 
 
-def make_keys(work: Path, say: TextIO) -> tuple[bytes, str, bytes, str]:
-    """BDKs, KBPKs from components, initial keys as TR-31. Returns (terminal KBPK, terminal
-    key block, pad KBPK, pad key block)."""
+def make_keys(work: Path, say: TextIO) -> bytes:
+    """BDKs, and the PIN pads' KBPK from two custodian components (the value the key
+    injection facility put into the pads). Returns that KBPK, for the emulated pad."""
     _private(work / "kek.hex", secrets.token_hex(32))
     _keys(work, "create", "--id", "data-bdk", "--algorithm", "AES128", "--purpose", "data")
     _keys(work, "create", "--id", "pin-bdk", "--algorithm", "AES128", "--purpose", "pin")
-    kbpks: list[bytes] = []
-    for name in ("terminal-kbpk", "pinpad-kbpk"):
-        parts = [secrets.token_bytes(32), secrets.token_bytes(32)]
-        lines = "".join(f"{p.hex()} {kcv_of(p, 'AES256')}\n" for p in parts)
-        _keys(work, "import-components", "--id", name, "--algorithm", "AES256", "--purpose",
-              "kbpk", stdin=lines)  # fmt: skip
-        kbpks.append(bytes(a ^ b for a, b in zip(*parts, strict=True)))
-    term = _keys(work, "export-initial-key", "--bdk", "data-bdk", "--initial-key-id", DATA_IKID,
-                 "--kbpk", "terminal-kbpk").splitlines()  # fmt: skip
-    pad = _keys(work, "export-initial-key", "--bdk", "pin-bdk", "--initial-key-id", PIN_IKID,
-                "--kbpk", "pinpad-kbpk").splitlines()  # fmt: skip
+    parts = [secrets.token_bytes(32), secrets.token_bytes(32)]
+    lines = "".join(f"{p.hex()} {kcv_of(p, 'AES256')}\n" for p in parts)
+    _keys(work, "import-components", "--id", "pinpad-kbpk", "--algorithm", "AES256",
+          "--purpose", "kbpk", stdin=lines)  # fmt: skip
     listing = _keys(work, "list").strip().splitlines()[1:]
     for line in listing:
         key_id, algorithm, purpose, kcv = line.split()[:4]
         say.write(f"      {key_id:<14} {algorithm:<7} {purpose:<5} KCV {kcv}\n")
-    say.write(
-        f"      terminal initial key {term[1].split(' KCV ')[1]} (TR-31, {len(term[0])} chars)\n"
-    )
-    say.write(
-        f"      PIN pad initial key  {pad[1].split(' KCV ')[1]} (TR-31, {len(pad[0])} chars)\n"
-    )
-    return kbpks[0], term[0], kbpks[1], pad[0]
+    return bytes(a ^ b for a, b in zip(*parts, strict=True))
+
+
+def make_ca(work: Path, say: TextIO) -> None:
+    """The terminal CA with the certificates the demo's servers use (docs/broker.md)."""
+    now = datetime.now(UTC)
+    ca = TerminalCA.create(work / "ca", passphrase=None, now=now)
+    keys = {name: new_ec_key() for name in ("server", "bridge", "signer")}
+    issued = {
+        "server": ca.issue_server(
+            keys["server"].public_key(), ["localhost"], [ip_address("127.0.0.1")], now=now
+        ),
+        "bridge": ca.issue_client("bridge", keys["bridge"].public_key(), "demo-bridge", now=now),
+        "signer": ca.issue_enrolment(keys["signer"].public_key(), "demo-enrolment", now=now),
+    }
+    for name, key in keys.items():
+        (work / f"{name}-cert.pem").write_bytes(issued[name].pem)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        _private(work / f"{name}-key.pem", pem.decode())
+    say.write("      terminal CA: broker and enrolment server certificates, enrolment signer\n")
 
 
 @contextlib.asynccontextmanager
-async def embedded_broker(port: int) -> AsyncIterator[None]:
+async def embedded_broker(port: int, work: Path) -> AsyncIterator[None]:
+    """amqtt on TLS with the CA's server certificate; client certificates are verified
+    against the CA when presented (amqtt has no per-terminal ACL: Mosquitto does that)."""
     from amqtt.broker import Broker  # type: ignore[import-untyped]
 
+    listener = {
+        "type": "tcp",
+        "bind": f"127.0.0.1:{port}",
+        "ssl": True,
+        "certfile": str(work / "server-cert.pem"),
+        "keyfile": str(work / "server-key.pem"),
+        "cafile": str(work / "ca" / "ca-bundle.pem"),
+    }
     broker = Broker(
         {
-            "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},
+            "listeners": {"default": listener},
             "plugins": {
                 "amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}
             },
@@ -236,145 +264,201 @@ async def _interactive(
         await serving
 
 
-def prepare(work: Path, host: str, port: int, say: TextIO) -> tuple[bytes, str, bytes, str]:
-    """Keys, the bridge's configuration and the terminal's registration (the operator's
-    part, before anything runs)."""
-    say.write("1/7  keys: BDKs in the bridge's key store, KBPKs from custodian components\n")
-    keys = make_keys(work, say)
+def prepare(work: Path, host: str, port: int, tls: bool, say: TextIO) -> tuple[bytes, str, str]:
+    """Keys, the CA, the bridge's configuration, the terminal's registration and its
+    enrolment code (the operator's part, before anything runs). Returns (the pads' KBPK,
+    the code, the CA pin)."""
+    say.write("1/7  keys: BDKs in the bridge's key store, the PIN pads' KBPK from components\n")
+    pad_kbpk = make_keys(work, say)
+    make_ca(work, say)
     assert bridge_cli(["journal-keys", str(work / "journal.keys")], out=io.StringIO()) == 0
+    broker_tls = (
+        '[broker.tls]\nca_file = "ca/ca-bundle.pem"\ncert_file = "bridge-cert.pem"\n'
+        'key_file = "bridge-key.pem"\n'
+        if tls
+        else ""
+    )
     (work / "bridge.toml").write_text(
         f'bridge_id = "demo-bridge"\n[broker]\nhost = "{host}"\nport = {port}\n'
-        f'protocol = "3.1.1"\n[keystore]\npath = "keys.json"\nkek_file = "kek.hex"\n'
+        f'protocol = "3.1.1"\n{broker_tls}'
+        f'[keystore]\npath = "keys.json"\nkek_file = "kek.hex"\n'
         f'[journal]\npath = "journal.db"\n[journal_keys]\nkey_file = "journal.keys"\n'
+        f'[enrolment]\nhost = "127.0.0.1"\nport = {_free_port()}\nca_dir = "ca"\n'
+        'tls_cert_file = "server-cert.pem"\ntls_key_file = "server-key.pem"\n'
+        'signer_cert_file = "signer-cert.pem"\nsigner_key_file = "signer-key.pem"\n'
+        f'broker_host = "{host}"\nbroker_port = {port}\n'
+        'pinpad_kbpk_ids = ["pinpad-kbpk"]\naudit_log = "enrolment-audit.jsonl"\n'
     )
+    config = str(work / "bridge.toml")
     registered = bridge_cli(
-        ["terminals", "add", "--config", str(work / "bridge.toml"), "--id", TERMINAL_ID,
-         "--merchant", "DEMO-SHOP", "--data-initial-key-id", DATA_IKID,
+        ["terminals", "add", "--config", config, "--id", TERMINAL_ID, "--merchant", "DEMO-SHOP",
          "--data-bdk", "data-bdk", "--pin-bdk", "pin-bdk"], out=io.StringIO(),
     )  # fmt: skip
-    if registered != 0:
+    issued = io.StringIO()
+    coded = bridge_cli(
+        ["terminals", "enrol-code", "--config", config, "--id", TERMINAL_ID, "--by", "demo"],
+        out=issued,
+        environ={},
+    )
+    if registered != 0 or coded != 0:
         raise SystemExit("pos-demo: could not register the demo terminal")
-    return keys
+    words = issued.getvalue().split()
+    code, pin = words[words.index("--code") + 1], words[words.index("--ca-pin") + 1]
+    say.write(f"      terminal {TERMINAL_ID} registered; one-time enrolment code issued\n")
+    return pad_kbpk, code, pin
 
 
 async def run_demo(
     args: argparse.Namespace, work: Path, host: str, port: int,
-    keys: tuple[bytes, str, bytes, str], out: TextIO,
+    prepared: tuple[bytes, str, str], out: TextIO,
 ) -> int:  # fmt: skip
     say = out
-    term_kbpk, term_block, pad_kbpk, pad_block = keys
-    broker = embedded_broker(port) if not args.broker else contextlib.nullcontext()
-    where = "embedded amqtt (MQTT 3.1.1)" if not args.broker else "given"
+    broker = embedded_broker(port, work) if not args.broker else contextlib.nullcontext()
+    where = "embedded amqtt (MQTT 3.1.1, TLS)" if not args.broker else "given (no TLS)"
     say.write(f"2/7  broker: {where} on {host}:{port}\n")
     async with broker:
         bridge_settings = load_bridge_settings(work / "bridge.toml")
-        say.write(
-            f"3/7  gateway bridge: SQLite journal, issuer simulator, terminal {TERMINAL_ID}\n"
-        )
-        async with open_bridge(bridge_settings, environ={}) as bridge:
+        say.write("3/7  gateway bridge: SQLite journal, issuer simulator, enrolment service\n")
+        async with (
+            open_bridge(bridge_settings, environ={}) as bridge,
+            enrolment_server(bridge_settings, environ={}),
+        ):
             stop = asyncio.Event()
             bridge_task = asyncio.create_task(bridge.run(stop))
             await asyncio.wait_for(bridge.connected.wait(), 15)
             try:
-                return await _shop(args, work, host, port, term_kbpk, term_block, pad_kbpk,
-                                   pad_block, bridge, out)  # fmt: skip
+                return await _shop(args, work, prepared, bridge_settings, bridge, out)
             finally:
                 stop.set()
                 await asyncio.wait_for(bridge_task, 15)
 
 
+async def _provision(
+    work: Path, prepared: tuple[bytes, str, str], url: str, pad: EmulatedPinpad,
+    reader: str | None, say: TextIO,
+) -> Path:  # fmt: skip
+    """``terminal-agent provision``'s steps, as the technician runs them."""
+    _, code, pin = prepared
+    terminal = work / "terminal"
+    options = ProvisionOptions(
+        url=url,
+        terminal_id=TERMINAL_ID,
+        code=code,
+        ca_pin=pin,
+        technician="demo",
+        config_dir=terminal / "etc",
+        state_dir=terminal / "var",
+        pinpad_port=str(pad.link_path),
+        reader=reader,
+        udev_dir=None,
+        systemd_dir=None,
+        self_test=False,
+        extra_config="\n[timeouts]\ncard_s = 15\npin_s = 15\nhost_s = 10\n",
+    )
+    lines = io.StringIO()
+    status = await provision(options, lines)
+    for line in lines.getvalue().splitlines():
+        say.write(f"      {line}\n")
+    if status != 0:
+        raise SystemExit("pos-demo: provisioning failed (above)")
+    return terminal / "etc" / "agent.toml"
+
+
 async def _shop(
     args: argparse.Namespace,
     work: Path,
-    host: str,
-    port: int,
-    term_kbpk: bytes,
-    term_block: str,
-    pad_kbpk: bytes,
-    pad_block: str,
+    prepared: tuple[bytes, str, str],
+    bridge_settings: BridgeSettings,
     bridge: object,
     out: TextIO,
 ) -> int:
     say = out
-    pad = EmulatedPinpad(kbpk=pad_kbpk, link_path=work / "pos-pinpad")
+    pad = EmulatedPinpad(kbpk=prepared[0], link_path=work / "pos-pinpad")
     pad.start()
     say.write(f"4/7  PIN pad: emulated on {pad.port} (stable link {pad.link_path})\n")
     try:
         use_pcsc = _pcsc_available() and not args.in_process_cards
         with card_slot(use_pcsc, say) as (slot, reader_name):
-            (work / "data-key.tr31").write_text(term_block)
-            _private(work / "kbpk.hex", term_kbpk.hex())
-            _private(work / "agent-journal.key", secrets.token_hex(32))
-            reader_line = f'[reader]\nreader = "{reader_name}"\n' if reader_name else ""
-            (work / "agent.toml").write_text(
-                f'terminal_id = "{TERMINAL_ID}"\ncurrency = "GBP"\n'
-                f'[broker]\nhost = "{host}"\nport = {port}\nprotocol = "3.1.1"\n'
-                f'[keys]\ndata_key_block_file = "data-key.tr31"\nkbpk_file = "kbpk.hex"\n'
-                f"{reader_line}"
-                f'[pinpad]\nport = "{pad.link_path}"\n'
-                f'[journal]\npath = "agent.db"\nkey_file = "agent-journal.key"\n'
-                f"[timeouts]\ncard_s = 15\npin_s = 15\nhost_s = 10\n"
+            enrol = bridge_settings.enrolment
+            assert enrol is not None
+            say.write(f"5/7  provisioning {TERMINAL_ID} with its one-time code:\n")
+            config = await _provision(
+                work, prepared, f"https://127.0.0.1:{enrol.port}", pad, reader_name, say
             )
-            settings = load_agent_settings(work / "agent.toml")
+            provisioned = load_agent_settings(config)
+            # The embedded broker speaks MQTT 3.1.1; a broker given on the command line is
+            # used without TLS (a development setup).
+            section = provisioned.broker.model_copy(
+                update={"protocol": "3.1.1"} | ({"tls": None} if args.broker else {})
+            )
+            settings = provisioned.model_copy(update={"broker": section})
             feed = CashierFeed() if args.interactive else None
             display: Display = Transcript(out) if feed is None else FanOut([Transcript(out), feed])
             async with open_agent(settings, display) as agent:
-                say.write("5/7  terminal agent: reader, PIN pad driver, MQTT link, journal\n")
+                say.write("6/7  terminal agent: reader, PIN pad driver, MQTT link, journal\n")
                 if reader_name is None:
                     agent.terminal.reader = slot  # type: ignore[assignment]
                 await agent.link.wait_connected(15)
                 await agent.pinpad.wait_connected(15)
-                kcv = await agent.pinpad.load_key(1, pad_block)
-                say.write(
-                    f"6/7  PIN pad key loaded by its load-key command: KCV {kcv.hex().upper()}\n"
-                )
                 if args.interactive and feed is not None:
                     await _interactive(agent, slot, pad, feed, work, say)
                     return 0
                 say.write("7/7  the shift:\n")
-                failures = 0
-                script = [
-                    ("purchase 12.50, PIN 1234", "purchase", 1250, "1234", "approved"),
-                    ("purchase 999.51 (no funds for it)", "purchase", 99_951, "1234", "declined"),
-                    ("purchase 20.00, wrong PIN", "purchase", 2000, "9999", "declined"),
-                    ("refund 5.00", "refund", 500, "1234", "approved"),
-                ]  # fmt: skip
-                for title, kind, amount, pin, expected in script:
-                    say.write(f"  - {title}\n")
-                    await asyncio.to_thread(slot, EmvCard(load_profile("visa_credit")))
-                    pad.queue_pin(PinScript.entered(pin))
-                    result: PaymentResult = await agent.terminal.pay(
-                        amount,
-                        "GBP",
-                        transaction_type=kind,  # type: ignore[arg-type]
-                    )
-                    await asyncio.to_thread(slot.remove)
-                    code = f" (response {result.response_code})" if result.response_code else ""
-                    say.write(
-                        f"      result: {result.status.upper()}{code} {result.masked_pan or ''}\n"
-                    )
-                    if result.status != expected:
-                        failures += 1
-                        say.write(f"      !! expected {expected}\n")
-                await agent.terminal.deliver_reversals()
-            say.write("  - end of day: batch close, reconciled with the issuer's ledger\n")
-            connector = bridge.connector  # type: ignore[attr-defined]
-            report = io.StringIO()
-            summaries = await settle(
-                bridge.journal,  # type: ignore[attr-defined]
-                store=SettlementStore(work / "settlement.db"),
-                reconciler=LedgerReconciler(connector.ledger.entries),
-                clock=lambda: datetime.now(UTC),
-                random=secrets.token_bytes,
-            )
-            write_text(summaries, report)
-            for line in report.getvalue().splitlines():
-                say.write(f"      {line}\n")
-            if any(summary.status != "in_balance" for summary in summaries):
-                failures += 1
+                failures = await _script(agent, slot, pad, say)
+                say.write("  - end of day: the terminal closes its batch; the bridge closes\n")
+                say.write("    its own and reconciles both with the issuer's ledger\n")
+                batch = await agent.terminal.close_batch()
+                failures += _show_batch(batch, say)
     finally:
         await asyncio.to_thread(pad.stop)  # the pad's own loop runs in its own thread
     return 0 if not failures else 1
+
+
+def _show_batch(batch: Batch, say: TextIO) -> int:
+    """Print the terminal's batch and the host's verdict; 1 unless all three agree."""
+    for line in batch.completed_lines:
+        money = by_alpha(line.currency).format(line.amount)
+        say.write(f"      terminal  {line.transaction_type:<9} {line.count:>3}  {money:>12}\n")
+    host = batch.host
+    if host is None or not host.settled:
+        reason = "never sent" if host is None else host.reason
+        say.write(f"      NOT SETTLED with the host: {reason}\n")
+        return 1
+    for total in host.totals:
+        money = by_alpha(total.currency).format(total.amount)
+        say.write(f"      bridge    {total.transaction_type:<9} {total.count:>3}  {money:>12}\n")
+    verdict = (host.status or "unreconciled").replace("_", " ").upper()
+    say.write(f"      batch {batch.batch_id} / host {host.host_batch_id}: {verdict}\n")
+    for difference in host.differences:
+        say.write(f"      !! {difference}\n")
+    return 0 if host.status == "in_balance" else 1
+
+
+async def _script(agent: Agent, slot: Slot, pad: EmulatedPinpad, say: TextIO) -> int:
+    failures = 0
+    script = [
+        ("purchase 12.50, PIN 1234", "purchase", 1250, "1234", "approved"),
+        ("purchase 999.51 (no funds for it)", "purchase", 99_951, "1234", "declined"),
+        ("purchase 20.00, wrong PIN", "purchase", 2000, "9999", "declined"),
+        ("refund 5.00", "refund", 500, "1234", "approved"),
+    ]  # fmt: skip
+    for title, kind, amount, pin, expected in script:
+        say.write(f"  - {title}\n")
+        await asyncio.to_thread(slot, EmvCard(load_profile("visa_credit")))
+        pad.queue_pin(PinScript.entered(pin))
+        result: PaymentResult = await agent.terminal.pay(
+            amount,
+            "GBP",
+            transaction_type=kind,  # type: ignore[arg-type]
+        )
+        await asyncio.to_thread(slot.remove)
+        code = f" (response {result.response_code})" if result.response_code else ""
+        say.write(f"      result: {result.status.upper()}{code} {result.masked_pan or ''}\n")
+        if result.status != expected:
+            failures += 1
+            say.write(f"      !! expected {expected}\n")
+    await agent.terminal.deliver_reversals()
+    return failures
 
 
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int:
@@ -399,8 +483,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None) -> int
         port = int(given)
     with tempfile.TemporaryDirectory(prefix="pos-demo-") as tmp:
         work = Path(tmp)
-        keys = prepare(work, host, port, say)
-        code = asyncio.run(run_demo(args, work, host, port, keys, say))
+        prepared = prepare(work, host, port, not args.broker, say)
+        code = asyncio.run(run_demo(args, work, host, port, prepared, say))
     if code == 0:
         say.write("done: every process the demo started has stopped and its files are removed\n")
     return code

@@ -26,6 +26,12 @@ def test_the_demo_runs_a_shift_and_cleans_up(cards: str) -> None:
         "result: APPROVED (response 00) 476173******0010",
     ]
     assert "PIN pad: ENTER PIN" in out and "Insufficient funds" in out
-    assert "IN BALANCE against the issuer" in out and "net 7.50 GBP" in out
+    # Provisioned as a technician does it: code, certificate, keys, the pad's KCV checked.
+    assert "[ 4/10] enrol    code accepted" in out and "[ 6/10] PIN key  loaded" in out
+    assert "matches" in out
+    # The end of day, three ways: the terminal's batch, the bridge's, the issuer's ledger.
+    assert "terminal  purchase    1     12.50 GBP" in out
+    assert "bridge    refund      1      5.00 GBP" in out
+    assert "IN BALANCE" in out and "!!" not in out
     for text in (out, done.stderr):
         assert "4761739001010010" not in text
