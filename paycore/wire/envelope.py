@@ -194,7 +194,12 @@ def seal(
 
 
 def open_envelope(
-    envelope: Envelope, *, key: bytes | Aead, now: int, max_clock_skew_ms: int = 300_000
+    envelope: Envelope,
+    *,
+    key: bytes | Aead,
+    now: int,
+    max_clock_skew_ms: int = 300_000,
+    check_expiry: bool = True,
 ) -> Body:
     """Authenticate and decrypt ``envelope`` and return its body.
 
@@ -202,6 +207,9 @@ def open_envelope(
     under another header or sealed under another key (one error for all: no oracle), and
     :class:`EnvelopeExpired` when it is authentic but past ``expires_at`` or sent more
     than ``max_clock_skew_ms`` in the future. Nothing is returned unless all checks pass.
+    ``check_expiry=False`` is for one case only: a terminal reading the bridge's stored
+    answer to an envelope it sent earlier itself (the answer is bound to that envelope by
+    its correlation id; its age says nothing about whether it is the outcome).
     """
     if isinstance(key, bytes) and len(key) != (16 if envelope.alg == "A128GCM" else 32):
         raise EnvelopeError("envelope cannot be opened")
@@ -213,7 +221,7 @@ def open_envelope(
         )
     except (InvalidTag, EnvelopeError):
         raise EnvelopeError("envelope cannot be opened") from None
-    if now > envelope.expires_at or envelope.sent_at > now + max_clock_skew_ms:
+    if check_expiry and (now > envelope.expires_at or envelope.sent_at > now + max_clock_skew_ms):
         raise EnvelopeExpired("envelope expired")
     try:
         return BODY_MODELS[envelope.kind].model_validate_json(plaintext)

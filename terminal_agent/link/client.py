@@ -16,7 +16,9 @@ the same logical request given by the caller. Responses are opened with the
 envelope is sealed under that envelope's KSN). If the connection drops while a request
 waits, the same body is sealed again in a new envelope (new counter, new message id) and
 published on the next connection, until the deadline. Late, duplicate, foreign and
-unauthentic responses are counted and ignored; an authentic expired one is refused.
+unauthentic responses are counted and ignored; an authentic expired one is refused, except
+the bridge's stored answer to an envelope of the same request sent before (a retry after
+a restart), which is the outcome however old it is.
 
 Denied publishes look successful (DESIGN 9: Mosquitto's PUBACK 135 does not fail
 aiomqtt's ``publish``), so a response timeout is the only signal: :class:`HostTimeout`.
@@ -143,6 +145,9 @@ class _Pending:
     request_type: type[Body]
     future: asyncio.Future[Reply]
     ids: list[str] = field(default_factory=list)
+    #: Envelopes of the same request sent before this exchange (journaled): the bridge's
+    #: stored answer to one of them is the outcome however old it is.
+    earlier: frozenset[str] = frozenset()
 
 
 class MqttLink:
@@ -429,6 +434,7 @@ class MqttLink:
                 key=key,
                 now=self._clock_ms(),
                 max_clock_skew_ms=self.settings.max_clock_skew_ms,
+                check_expiry=correlation not in pending.earlier,
             )
         except EnvelopeExpired:
             self.stats.expired += 1
@@ -495,8 +501,9 @@ class MqttLink:
         loop = asyncio.get_running_loop()
         wait = self.settings.request_timeout_s if timeout is None else timeout
         deadline = loop.time() + wait
-        pending = _Pending(request_type, loop.create_future())
-        for message_id in earlier_message_ids:
+        earlier = tuple(earlier_message_ids)
+        pending = _Pending(request_type, loop.create_future(), earlier=frozenset(earlier))
+        for message_id in earlier:
             self._pending[message_id] = pending
             pending.ids.append(message_id)
         sent: list[str] = []

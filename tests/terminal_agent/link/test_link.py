@@ -190,6 +190,36 @@ def test_response_to_an_earlier_message_id_is_accepted(
     run(body)
 
 
+def test_an_old_stored_answer_to_an_earlier_envelope_is_the_outcome(
+    mosquitto_broker: MosquittoService, tmp_path: Path
+) -> None:
+    """A retry long after the first envelope (the agent restarted): the bridge's stored
+    answer carries the first envelope's expiry, long past, and is still the outcome. The
+    same old answer to a request that is not a retry is refused as expired."""
+    broker = mosquitto_broker
+    first: list[Envelope] = []
+
+    def stale(request: Envelope, body: Body) -> list[bytes]:
+        if not first:
+            first.append(request)
+            return []
+        return [answer(first[0], sent_at=now_ms() - 60_000, ttl_ms=15_000)]
+
+    async def body() -> None:
+        async with (
+            running(Responder(broker.host, broker.port, stale)),
+            link_and_journal(broker.host, broker.port, tmp_path) as (link, _),
+        ):
+            with pytest.raises(HostTimeout) as caught:
+                await link.request(sale(), timeout=0.5)
+            earlier = caught.value.message_ids
+            reply = await link.exchange(sale(), timeout=2, earlier_message_ids=earlier)
+            assert isinstance(reply.body, AuthorizationResponse) and reply.body.approved
+            assert reply.envelope.expires_at < now_ms() and link.stats.expired == 0
+
+    run(body)
+
+
 def test_late_duplicate_foreign_and_unauthentic_responses_are_ignored(
     mosquitto_broker: MosquittoService, tmp_path: Path
 ) -> None:
