@@ -395,6 +395,13 @@ async def check_broker(settings: AgentSettings, doctor: DoctorSettings) -> Check
                 broker.host, broker.port, ssl=context, server_hostname=broker.host
             )
             try:
+                # A broker that refuses the certificate sends its alert right after the
+                # handshake; read it before sending anything, so that closing on unread
+                # data (a reset, which can overtake the alert) does not hide the reason.
+                with contextlib.suppress(TimeoutError):
+                    early = await asyncio.wait_for(reader.read(1), 0.3)
+                    if not early:
+                        raise ConnectionResetError("closed after the handshake")
                 code = await mqtt_connect_probe(reader, writer, f"{settings.terminal_id}-doctor")
             finally:
                 writer.close()
