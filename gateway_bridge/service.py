@@ -343,7 +343,7 @@ class Bridge:
             terminal_id=terminal.terminal_id,
             merchant_id=terminal.merchant_id,
             message_id=envelope.message_id,
-            request=request,
+            request=await self._resolve_original(terminal, request),
             body=canonical,
         )
         begun = await self.journal.begin_reversal(entry)
@@ -429,6 +429,26 @@ class Bridge:
             len(answer.differences),
         )
         return outgoing
+
+    async def _resolve_original(
+        self, terminal: TerminalRecord, request: ReversalRequest
+    ) -> ReversalRequest:
+        """The reversal as journaled: its original named by the message id this bridge
+        authorised it under. The terminal names the ids it sent; when its first envelope
+        was lost and a resend was authorised, only the idempotency key finds it."""
+        key = request.original_idempotency_key
+        if key is None:
+            return request
+        original = await self.journal.get_authorization(terminal.terminal_id, key)
+        if original is None or original.message_id == request.original_message_id:
+            return request
+        log.info(
+            "reversal %s names %s; the authorisation went through as %s",
+            request.idempotency_key,
+            request.original_message_id[:12],
+            original.message_id[:12],
+        )
+        return request.model_copy(update={"original_message_id": original.message_id})
 
     async def _deliver_reversal(
         self, record: ReversalRecord

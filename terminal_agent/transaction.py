@@ -522,6 +522,7 @@ class PaymentTerminal:
         )
         body = ReversalRequest(
             original_message_id=last.reversal_target,
+            original_idempotency_key=last.idempotency_key,
             idempotency_key=key,
             reason="cancelled",
             amount=last.amount,
@@ -578,6 +579,7 @@ class PaymentTerminal:
                 continue
             reversal = ReversalRequest(
                 original_message_id=target,
+                original_idempotency_key=record.idempotency_key,
                 idempotency_key=f"rev:{record.idempotency_key}"[:64],
                 reason=record.reversal_reason or "terminal_error",
                 amount=record.amount,

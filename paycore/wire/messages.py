@@ -164,9 +164,15 @@ class AuthorizationResponse(Message):
 
 
 class ReversalRequest(Message):
-    """Undo an authorisation whose outcome the cardholder did not see completed."""
+    """Undo an authorisation whose outcome the cardholder did not see completed.
+
+    ``original_idempotency_key`` names the original for certain: a terminal whose first
+    envelope was lost and whose resend was authorised knows only the ids it sent, and
+    ``original_message_id`` may be one the bridge never saw.
+    """
 
     original_message_id: MessageId
+    original_idempotency_key: IdempotencyKey | None = None
     idempotency_key: IdempotencyKey
     reason: Literal["host_timeout", "card_declined", "card_removed", "cancelled", "terminal_error"]
     amount: Amount

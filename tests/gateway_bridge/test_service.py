@@ -235,6 +235,56 @@ def test_reversal_restores_the_balance_and_is_idempotent(rig: Rig) -> None:
     assert sim.snapshot(pan).balance == before
 
 
+def test_a_reversal_naming_a_lost_first_envelope_finds_the_resend_by_its_key(rig: Rig) -> None:
+    """The terminal's first envelope never reached a bridge, its resend was approved, and
+    its answer was lost: the terminal knows only the first id it sent. The idempotency
+    key it adds finds the approval, and the issuer gives the money back."""
+    sim = issuer()
+    pan = Pan("4761739001010010")
+    before = sim.snapshot(pan).balance
+
+    async def body() -> None:
+        async with running_bridge(rig, sim), terminal_link(rig) as link:
+            request = rig.terminal.authorization("visa_credit", 1800, "GBP")
+            lost = rig.terminal.seal(request, now_ms=now_ms())  # never published
+            resent = rig.terminal.seal(request, now_ms=now_ms())
+            await link.exchange(resent.to_json())
+            assert sim.snapshot(pan).balance == before - 1800
+
+            # Without the key the first id is unknown: nothing would be given back.
+            blind = rig.terminal.reversal(lost, request).model_copy(
+                update={"idempotency_key": "rev:blind"}
+            )
+            answer = await link.exchange(rig.terminal.seal(blind, now_ms=now_ms()).to_json())
+            _, reply = rig.terminal.open(answer, now_ms=now_ms())
+            assert isinstance(reply, ReversalResponse) and reply.outcome == "unknown_original"
+            assert sim.snapshot(pan).balance == before - 1800
+
+            keyed = rig.terminal.reversal(lost, request).model_copy(
+                update={"original_idempotency_key": request.idempotency_key}
+            )
+            answer = await link.exchange(rig.terminal.seal(keyed, now_ms=now_ms()).to_json())
+            _, reply = rig.terminal.open(answer, now_ms=now_ms())
+            assert isinstance(reply, ReversalResponse) and reply.outcome == "reversed"
+            assert reply.original_message_id == lost.message_id  # echoes what it was sent
+            journaled = await bridge_reversal_original(keyed.idempotency_key)
+            assert journaled == resent.message_id
+
+    async def bridge_reversal_original(key: str) -> str:
+        from gateway_bridge.app import open_journal
+
+        journal = await open_journal(rig.settings)
+        try:
+            record = await journal.get_reversal(TERMINAL_ID, key)
+            assert record is not None
+            return record.original_message_id
+        finally:
+            await journal.close()
+
+    run(body)
+    assert sim.snapshot(pan).balance == before
+
+
 def test_host_timeout_answers_91_and_the_bridge_reverses_by_itself(rig: Rig) -> None:
     sim = issuer()
     pan = Pan("4761739001010010")
