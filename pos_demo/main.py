@@ -58,6 +58,8 @@ from terminal_agent.config import load_settings as load_agent_settings
 from terminal_agent.display import Display, FanOut, PadDisplay, Prompt
 from terminal_agent.journal.model import Batch
 from terminal_agent.provision import ProvisionOptions, provision
+from terminal_agent.receipts import MerchantSettings, receipt_for
+from terminal_agent.receipts.render import render_text
 from terminal_agent.transaction import PaymentResult
 
 TERMINAL_ID = "DEMO0001"
@@ -434,6 +436,26 @@ def _show_batch(batch: Batch, say: TextIO) -> int:
     return 0 if host.status == "in_balance" else 1
 
 
+#: The shop on the demo's receipts.
+MERCHANT = MerchantSettings(
+    name="Demo Corner Shop",
+    address=("1 High Street", "Leeds LS1 1AA"),
+    merchant_id="DEMO-SHOP",
+    terminal_id=TERMINAL_ID,
+)
+
+
+async def _print_receipt(agent: Agent, result: PaymentResult, say: TextIO) -> None:
+    """The customer copy, as the till's printer would print it (docs/receipts.md)."""
+    record = await agent.terminal.journal.get(result.local_id)
+    if record is None:
+        return
+    text = render_text(receipt_for(record, result, MERCHANT, "customer"), 32)
+    say.write("      receipt (customer copy):\n")
+    for line in text.splitlines():
+        say.write(f"        | {line}\n")
+
+
 async def _script(agent: Agent, slot: Slot, pad: EmulatedPinpad, say: TextIO) -> int:
     failures = 0
     script = [
@@ -454,6 +476,7 @@ async def _script(agent: Agent, slot: Slot, pad: EmulatedPinpad, say: TextIO) ->
         await asyncio.to_thread(slot.remove)
         code = f" (response {result.response_code})" if result.response_code else ""
         say.write(f"      result: {result.status.upper()}{code} {result.masked_pan or ''}\n")
+        await _print_receipt(agent, result, say)
         if result.status != expected:
             failures += 1
             say.write(f"      !! expected {expected}\n")

@@ -26,6 +26,10 @@ def test_the_demo_runs_a_shift_and_cleans_up(cards: str) -> None:
         "result: APPROVED (response 00) 476173******0010",
     ]
     assert "PIN pad: ENTER PIN" in out and "Insufficient funds" in out
+    # A customer receipt after every payment, the card masked to its last four digits.
+    assert out.count("receipt (customer copy):") == 4
+    assert out.count("*** APPROVED ***") == 2 and out.count("*** DECLINED ***") == 2
+    assert "************0010" in out
     # Provisioned as a technician does it: code, certificate, keys, the pad's KCV checked.
     assert "[ 4/10] enrol    code accepted" in out and "[ 6/10] PIN key  loaded" in out
     assert "matches" in out
