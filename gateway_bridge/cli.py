@@ -46,6 +46,7 @@ from gateway_bridge.keystore import KeyStoreError
 from gateway_bridge.metrics import BridgeMetrics
 from paycore.compat import silence_legacy_tdes_warnings
 from paycore.redact import RedactingFilter
+from paycore.systemd import notify_systemd
 
 log = logging.getLogger("gateway_bridge")
 
@@ -139,7 +140,12 @@ async def _run(settings: BridgeSettings, environ: Mapping[str, str]) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         async with open_bridge(settings, environ=environ, metrics=metrics) as bridge:
-            await bridge.run(stop)
+            # READY once the bridge serves the broker; then the watchdog pings.
+            systemd = asyncio.create_task(notify_systemd(bridge.connected, environ))
+            try:
+                await bridge.run(stop)
+            finally:
+                systemd.cancel()
     finally:
         if server is not None:
             server.close()

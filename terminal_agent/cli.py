@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -30,6 +31,7 @@ from paycore.compat import silence_legacy_tdes_warnings
 from paycore.currency import by_alpha
 from paycore.errors import CodecError
 from paycore.redact import RedactingFilter
+from paycore.systemd import notify_systemd
 from paycore.wire import HealthCheck
 from terminal_agent.app import open_agent
 from terminal_agent.config import AgentSettings, ConfigError, load_settings, read_secret_hex
@@ -204,6 +206,10 @@ async def _run(settings: AgentSettings, config: Path) -> int:
 
         watcher = asyncio.create_task(status())
         checker = asyncio.create_task(health())
+        started = asyncio.Event()
+        started.set()  # devices opened, journal recovered: ready for payments
+        environ = os.environ  # noqa: TID251 - the CLI is the edge (systemd's variables)
+        systemd = asyncio.create_task(notify_systemd(started, environ))
         try:
             while not stop.is_set():
                 try:
@@ -216,6 +222,7 @@ async def _run(settings: AgentSettings, config: Path) -> int:
         finally:
             watcher.cancel()
             checker.cancel()
+            systemd.cancel()
             if ecr_task is not None:
                 if feed is not None:
                     feed.close()  # ends the pages' event streams so the server can stop

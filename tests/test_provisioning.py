@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -185,12 +187,23 @@ def test_a_terminal_goes_from_nothing_to_taking_payments(
                     assert status == 2 and out.startswith("FAIL"), out
 
                 async def service_health(agent_toml: str) -> list[dict[str, object]]:
+                    # systemd's notify socket, played by the test (Type=notify, WatchdogSec=)
+                    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    notify.bind(str(tmp_path / "notify"))
+                    notify.settimeout(15)
                     run = await asyncio.create_subprocess_exec(
                         *_python("terminal_agent.cli", "run", "--config", agent_toml),
                         stdout=asyncio.subprocess.PIPE,
                         stderr=asyncio.subprocess.STDOUT,
+                        env={
+                            **os.environ,
+                            "NOTIFY_SOCKET": str(tmp_path / "notify"),
+                            "WATCHDOG_USEC": "400000",
+                        },
                     )
                     try:
+                        pings = await asyncio.to_thread(lambda: [notify.recv(64) for _ in range(3)])
+                        assert pings == [b"READY=1", b"WATCHDOG=1", b"WATCHDOG=1"]
                         async with aiomqtt.Client(
                             fleet.host,
                             fleet.port,
@@ -207,6 +220,7 @@ def test_a_terminal_goes_from_nothing_to_taking_payments(
                                         health: list[dict[str, object]] = status["health"]
                                         return health
                     finally:
+                        notify.close()
                         run.terminate()
                         output, _ = await asyncio.wait_for(run.communicate(), 15)
                         assert b"Traceback" not in output, output.decode()

@@ -71,7 +71,6 @@ HARDENING = {
     "AmbientCapabilities": "",
     "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
     "Restart": "on-failure",
-    "Type": "simple",
     "UMask": "0077",
     "RestrictSUIDSGID": "yes",
     "ProtectKernelModules": "yes",
@@ -94,8 +93,13 @@ def test_units_are_hardened_and_run_as_their_own_user(name: str, user: str) -> N
         assert _one(unit, "Service", kind) == user
     assert _one(unit, "Service", "StateDirectoryMode") == "0700"
     assert float(_one(unit, "Service", "RestartSec").removesuffix("s")) >= 1
-    # No watchdog: neither program sends WATCHDOG=1, so WatchdogSec= would kill it.
-    assert "WatchdogSec" not in service and "NotifyAccess" not in service
+    if name == ENROLMENT:  # sends no notifications: a watchdog would kill it
+        assert _one(unit, "Service", "Type") == "simple"
+        assert "WatchdogSec" not in service and "NotifyAccess" not in service
+    else:  # READY=1 and WATCHDOG=1 from paycore/systemd.py (tested with the programs)
+        assert _one(unit, "Service", "Type") == "notify"
+        assert _one(unit, "Service", "NotifyAccess") == "main"
+        assert 10 <= int(_one(unit, "Service", "WatchdogSec").removesuffix("s")) <= 120
     assert "ReadWritePaths" not in service  # the state directory is all they write
     assert "network-online.target" in unit["Unit"]["After"][0].split()
     assert "network-online.target" in unit["Unit"]["Wants"][0].split()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,14 +50,21 @@ def test_run_serves_metrics_answers_and_goes_offline_on_sigterm(
 ) -> None:
     metrics_port = free_tcp_port()
     rig = make_rig(tmp_path, mosquitto_broker, limits_toml=f"[metrics]\nport = {metrics_port}\n")
+    # systemd's notify socket, played by the test (Type=notify, WatchdogSec=).
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(15)
+    env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "WATCHDOG_USEC": "400000"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway_bridge.cli", "run", "--config", str(rig.config)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     try:
         asyncio.run(bridge_state(rig, "online"))
+        assert [notify.recv(64) for _ in range(3)] == [b"READY=1", b"WATCHDOG=1", b"WATCHDOG=1"]
 
         async def purchase() -> AuthorizationResponse:
             async with terminal_link(rig) as link:
@@ -75,6 +84,7 @@ def test_run_serves_metrics_answers_and_goes_offline_on_sigterm(
         assert proc.wait(timeout=20) == 0
         asyncio.run(bridge_state(rig, "offline"))
     finally:
+        notify.close()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
