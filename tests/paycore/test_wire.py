@@ -21,9 +21,13 @@ from paycore.wire import (
     Aead,
     AuthorizationRequest,
     AuthorizationResponse,
+    BatchCloseRequest,
+    BatchCloseResponse,
+    BatchTotal,
     EncryptedPinBlock,
     Envelope,
     EnvelopeExpired,
+    HealthCheck,
     MessageError,
     ReversalRequest,
     TerminalStatus,
@@ -267,6 +271,59 @@ def test_reversal_round_trip() -> None:
         currency="EUR",
     )
     assert open_envelope(sealed(body), key=KEY, now=NOW) == body
+
+
+def test_batch_close_round_trip_and_status_health() -> None:
+    totals = (
+        BatchTotal(transaction_type="purchase", currency="GBP", count=2, amount=2050),
+        BatchTotal(transaction_type="refund", currency="GBP", count=1, amount=300),
+    )
+    close = BatchCloseRequest(
+        batch_id=7,
+        idempotency_key="batch-7-00ff",
+        closed_at=datetime(2026, 11, 28, 22, 0, tzinfo=UTC),
+        totals=totals,
+    )
+    assert open_envelope(sealed(close), key=KEY, now=NOW) == close
+    answer = BatchCloseResponse(
+        host_batch_id="T0001-20261128T220000Z-abcdef",
+        status="out_of_balance",
+        totals=totals[:1],
+        differences=("refund GBP: terminal 1 for 3.00 GBP, bridge 0 for 0.00 GBP",),
+    )
+    assert open_envelope(sealed(answer), key=KEY, now=NOW) == answer
+    status = TerminalStatus(
+        terminal_id="T0001",
+        state="online",
+        health=(HealthCheck(name="certificate", status="warn", found="expires in 9 days"),),
+    )
+    assert decode_json(status.model_dump_json(), TerminalStatus) == status
+    with pytest.raises(MessageError):
+        decode_json('{"terminal_id": "T0001", "state": "online", "health": [{}]}', TerminalStatus)
+
+
+@given(
+    st.sampled_from(["batch_request", "batch_response"]),
+    st.dictionaries(
+        st.sampled_from(["batch_id", "idempotency_key", "closed_at", "totals", "host_batch_id",
+                         "status", "differences", "x"]),
+        st.one_of(st.none(), st.integers(), st.text(max_size=20), st.lists(st.integers())),
+    ),
+)  # fmt: skip
+def test_authentic_but_malformed_batch_bodies_raise_only_envelope_error(
+    kind: str, body: dict[str, Any]
+) -> None:
+    """A key holder sending nonsense in a batch kind: refused as not openable, nothing
+    else escapes."""
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    env = sealed()
+    view = env.model_copy(update={"kind": kind})
+    nonce = base64.b64decode(env.nonce)
+    ciphertext = AESGCM(KEY).encrypt(nonce, json.dumps(body).encode(), view.associated_data())
+    forged = view.model_copy(update={"ciphertext": base64.b64encode(ciphertext).decode()})
+    with contextlib.suppress(EnvelopeError):
+        open_envelope(forged, key=KEY, now=NOW)
 
 
 @given(st.binary(max_size=2048))
