@@ -38,14 +38,15 @@ The CA key is stored as PKCS#8 PEM, encrypted with the passphrase (cryptography'
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import ipaddress
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal
+from typing import Concatenate, Literal, ParamSpec, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -444,6 +445,23 @@ def _hex(serial: int) -> str:
     return f"{serial:x}"
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _mutation(
+    method: Callable[Concatenate[TerminalCA, _P], _R],
+) -> Callable[Concatenate[TerminalCA, _P], _R]:
+    """Run ``method`` holding the CA's lock, on the index as it is on disk now."""
+
+    def locked(ca: TerminalCA, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with ca._locked():
+            return method(ca, *args, **kwargs)
+
+    locked.__name__, locked.__doc__ = method.__name__, method.__doc__
+    return locked
+
+
 class TerminalCA:
     """A CA kept in a directory::
 
@@ -456,6 +474,12 @@ class TerminalCA:
 
     ``passphrase`` unlocks the CA keys (None for a CA created without one); ``random``
     supplies serial numbers.
+
+    Several processes use one CA (the enrolment service for as long as it runs, the
+    operator's ``terminals revoke`` and ``ca`` commands): every change takes an exclusive
+    lock on ``.lock`` in the directory and starts from the index as it is on disk, so no
+    process writes back a stale index (a revocation lost from the CRL), and every read of
+    the records reads the disk.
     """
 
     def __init__(
@@ -468,12 +492,38 @@ class TerminalCA:
         self.directory = directory
         self._passphrase = passphrase
         self._random = random
+        self._depth = 0
+        self.index = self._load()
+
+    def _load(self) -> CaIndex:
         try:
-            self.index = CaIndex.model_validate_json(self.index_path.read_bytes())
+            return CaIndex.model_validate_json(self.index_path.read_bytes())
         except FileNotFoundError as exc:
-            raise CaError(f"{directory} is not a CA directory (no index.json)") from exc
+            raise CaError(f"{self.directory} is not a CA directory (no index.json)") from exc
         except ValidationError as exc:
             raise CaError(f"{self.index_path} is not a valid CA index") from exc
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The CA's exclusive lock (reentrant within this object), index reloaded."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self.index = self._load()
+            self._depth = 1
+            try:
+                yield
+            finally:
+                self._depth = 0
+        finally:
+            os.close(fd)  # closing releases the lock
 
     # paths ----------------------------------------------------------------------------
 
@@ -516,6 +566,7 @@ class TerminalCA:
         ca._new_generation(now)
         return ca
 
+    @_mutation
     def _new_generation(self, now: datetime) -> AuthorityRecord:
         generation = max((a.generation for a in self.index.authorities), default=0) + 1
         key = new_ec_key()
@@ -583,6 +634,9 @@ class TerminalCA:
         return key
 
     def records(self) -> list[CertificateRecord]:
+        """Every certificate issued, as the index on disk says now."""
+        if not self._depth:
+            self.index = self._load()
         return list(self.index.certificates)
 
     # issuing ---------------------------------------------------------------------------
@@ -612,6 +666,7 @@ class TerminalCA:
     def _window(self, now: datetime, days: int) -> tuple[datetime, datetime]:
         return now - CLOCK_SKEW, now + timedelta(days=days)
 
+    @_mutation
     def issue_client(
         self,
         kind: Literal["terminal", "bridge"],
@@ -642,6 +697,7 @@ class TerminalCA:
         )
         return self._record(kind, name, cert)
 
+    @_mutation
     def issue_enrolment(
         self, public_key: PublicKey, name: str, *, now: datetime, days: int | None = None
     ) -> Issued:
@@ -664,6 +720,7 @@ class TerminalCA:
         )
         return self._record("enrolment", name, cert)
 
+    @_mutation
     def issue_terminal(
         self,
         csr_pem: bytes,
@@ -678,6 +735,7 @@ class TerminalCA:
             raise CsrRejected("the CSR CN is not the terminal id requested")
         return self.issue_client("terminal", public_key, common_name, now=now, days=days)
 
+    @_mutation
     def issue_server(
         self,
         public_key: PublicKey,
@@ -704,6 +762,7 @@ class TerminalCA:
 
     # revocation ------------------------------------------------------------------------
 
+    @_mutation
     def revoke(
         self,
         *,
@@ -736,6 +795,7 @@ class TerminalCA:
         self.write_crl(now)
         return changed
 
+    @_mutation
     def write_crl(self, now: datetime) -> Path:
         """Re-sign one CRL per active generation into ``crl.pem``; returns its path."""
         pems: list[bytes] = []
@@ -764,6 +824,7 @@ class TerminalCA:
         _write_atomic(self.crl_path, b"".join(pems), 0o644)
         return self.crl_path
 
+    @_mutation
     def write_bundle(self) -> Path:
         pems = [
             self.ca_certificate(g).public_bytes(serialization.Encoding.PEM)
@@ -774,12 +835,14 @@ class TerminalCA:
 
     # rotation --------------------------------------------------------------------------
 
+    @_mutation
     def rotate(self, now: datetime) -> AuthorityRecord:
         """Start a new CA generation; the old one stays in the bundle and CRL until retired."""
         for generation in self.active_generations():
             self._ca_key(generation)  # fail before changing anything if locked
         return self._new_generation(now)
 
+    @_mutation
     def retire(self, generation: int, now: datetime) -> AuthorityRecord:
         """Drop ``generation`` from the bundle and CRL: its certificates stop working."""
         if generation == self.index.current_generation:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -200,3 +201,34 @@ def test_check_csr_fuzz(data: bytes) -> None:
     for candidate in (data, wrapped):
         with pytest.raises(CsrRejected):
             check_csr(candidate)
+
+
+def test_two_processes_on_one_ca_never_write_back_a_stale_index(tmp_path: Path) -> None:
+    """The enrolment service keeps its CA object for as long as it runs while the operator
+    revokes with another: the service's next issue must not drop the revocation (nor the
+    CRL entry), and concurrent issues all land in the index."""
+    now = datetime.now(UTC)
+    TerminalCA.create(tmp_path / "ca", passphrase=None, now=now)
+    service = TerminalCA(tmp_path / "ca", passphrase=None)
+    operator = TerminalCA(tmp_path / "ca", passphrase=None)
+    first = service.issue_terminal(_csr("T-1"), now=now)
+    operator.revoke(name="T-1", reason="key_compromise", now=now)
+    service.issue_terminal(_csr("T-2"), now=now)  # this object never saw the revocation
+    records = {r.name: r for r in TerminalCA(tmp_path / "ca", passphrase=None).records()}
+    assert records["T-1"].revocation_reason == "key_compromise" and "T-2" in records
+    (crl,) = _crls(service.crl_path.read_bytes())
+    assert crl.get_revoked_certificate_by_serial_number(first.record.serial_number) is not None
+    assert [r.name for r in service.records()] == ["T-1", "T-2"]  # reads see the disk
+
+    def issue(prefix: str) -> None:
+        ca = TerminalCA(tmp_path / "ca", passphrase=None)
+        for i in range(8):
+            ca.issue_terminal(_csr(f"{prefix}-{i}"), now=now)
+
+    threads = [threading.Thread(target=issue, args=(p,)) for p in ("A", "B", "C")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    names = {r.name for r in TerminalCA(tmp_path / "ca", passphrase=None).records()}
+    assert names == {"T-1", "T-2"} | {f"{p}-{i}" for p in "ABC" for i in range(8)}
