@@ -98,6 +98,9 @@ def _parser() -> _Parser:
     code.add_argument("--config", type=Path, required=True)
     code.add_argument("--id", required=True, dest="terminal_id")
     code.add_argument("--by", help="who issues it (default: the login name)")
+    code.add_argument(
+        "--recommission", action="store_true", help="for a revoked terminal: return it to service"
+    )
 
     enrol = sub.add_parser("enrol-server", help="serve the enrolment service over HTTPS")
     enrol.add_argument("--config", type=Path, required=True)

@@ -149,8 +149,24 @@ class EnrolmentService:
 
     # -- codes -------------------------------------------------------------------------
 
-    async def issue_code(self, terminal_id: str, created_by: str) -> IssuedCode:
-        """A new single-use code for a registered terminal (replaces any earlier one)."""
+    async def issue_code(
+        self, terminal_id: str, created_by: str, *, recommission: bool = False
+    ) -> IssuedCode:
+        """A new single-use code for a registered terminal (replaces any earlier one).
+
+        A revoked terminal gets one only with ``recommission``: enrolling it returns it to
+        service, which the operator must mean.
+        """
+        terminal = await self.journal.get_terminal(terminal_id)
+        if terminal is None:
+            raise UnknownTerminal(f"no terminal {terminal_id!r}")
+        if terminal.status == "revoked" and not recommission:
+            raise EnrolmentDenied(
+                409,
+                "revoked",
+                f"{terminal_id} is revoked: enrolling it returns it to service; give "
+                "--recommission if that is what you mean",
+            )
         code = proto.new_code(self._random)
         expires = self._clock() + timedelta(seconds=self.settings.code_ttl_s)
         record = await self.journal.create_enrolment_code(
@@ -161,6 +177,7 @@ class EnrolmentService:
             terminal_id=terminal_id,
             by=created_by,
             expires_at=record.expires_at,
+            recommission=terminal.status == "revoked",
         )
         return IssuedCode(code, record)
 

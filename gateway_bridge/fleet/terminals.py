@@ -23,6 +23,7 @@ from gateway_bridge.config import BridgeSettings, ConfigError
 from gateway_bridge.fleet.audit import AuditLog
 from gateway_bridge.fleet.ca import TerminalCA
 from gateway_bridge.fleet.enrolment import (
+    EnrolmentDenied,
     EnrolmentService,
     open_enrolment,
     read_passphrase,
@@ -43,7 +44,12 @@ async def terminals_admin(
     if args.action == "enrol-code":
         async with open_enrolment(settings, environ) as service:
             by = args.by or environ.get("SUDO_USER") or environ.get("USER") or "unknown"
-            issued = await service.issue_code(args.terminal_id, by)
+            try:
+                issued = await service.issue_code(
+                    args.terminal_id, by, recommission=args.recommission
+                )
+            except EnrolmentDenied as exc:
+                raise ConfigError(str(exc)) from None
             policy = service.settings
             url = policy.public_url or f"https://{policy.broker_host}:{policy.port}"
             out.write(

@@ -399,6 +399,17 @@ def test_reenrolment_supersedes_then_revoke_takes_the_terminal_out(rig: EnrolRig
     shown = json.loads(text)
     assert shown["status"] == "revoked" and shown["enrolment_code"] is None
     assert [e["event"] for e in bridge_audit(rig)][-1] == "terminal_revoked"
+    # A revoked terminal gets a code only when the operator says it returns to service.
+    status, text = rig.cli(
+        "terminals", "enrol-code", "--config", str(rig.config), "--id", TERMINAL_ID
+    )
+    assert status == 2 and text == ""
+    status, text = rig.cli(
+        "terminals", "enrol-code", "--config", str(rig.config), "--id", TERMINAL_ID,
+        "--recommission",
+    )  # fmt: skip
+    assert status == 0 and "--code" in text
+    assert bridge_audit(rig)[-1]["recommission"] is True
 
 
 def test_the_rate_limit_and_malformed_bodies_over_http(rig: EnrolRig) -> None:
