@@ -305,7 +305,7 @@ def prepare(work: Path, host: str, port: int, tls: bool, say: TextIO) -> tuple[b
     if registered != 0 or coded != 0:
         raise SystemExit("pos-demo: could not register the demo terminal")
     words = issued.getvalue().split()
-    code, pin = words[words.index("--code") + 1], words[words.index("--ca-pin") + 1]
+    code, pin = words[words.index("code") + 3], words[words.index("--ca-pin") + 1]
     say.write(f"      terminal {TERMINAL_ID} registered; one-time enrolment code issued\n")
     return pad_kbpk, code, pin
 

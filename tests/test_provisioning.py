@@ -43,11 +43,14 @@ def _python(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-async def _run(argv: list[str], timeout: float = 90) -> tuple[int, str]:
+async def _run(argv: list[str], timeout: float = 90, stdin: bytes = b"") -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    out, _ = await asyncio.wait_for(proc.communicate(stdin), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode()
 
@@ -121,8 +124,6 @@ def test_a_terminal_goes_from_nothing_to_taking_payments(
                             TERMINAL_ID,
                             "--ca-pin",
                             pin,
-                            "--code",
-                            code,
                             "--pinpad",
                             str(pad.link_path),
                             "--reader",
@@ -139,7 +140,8 @@ def test_a_terminal_goes_from_nothing_to_taking_payments(
                             str(terminal / "extra.toml"),
                             "--technician",
                             "tech-bob",
-                        )
+                        ),
+                        stdin=code.encode() + b"\n",
                     )
                     assert status in (0, 1), out
                     assert "[10/10] doctor" in out and "ready" in out, out

@@ -56,9 +56,10 @@ async def terminals_admin(
                 f"enrolment code for {args.terminal_id}: {issued.code}\n"
                 f"single use, valid until {_when(issued.record.expires_at)}, "
                 f"burned after {policy.max_attempts} wrong tries.\n"
-                "Give the technician this command (the code only to them):\n"
+                "Give the technician this command and, separately, the code; the command asks\n"
+                "for it (or add --code CODE):\n"
                 f"  sudo terminal-agent provision --url {url} --terminal-id {args.terminal_id}"
-                f" --ca-pin {service.ca_pin()} --code {issued.code}\n"
+                f" --ca-pin {service.ca_pin()}\n"
             )
         return 0
     enrol = settings.enrolment

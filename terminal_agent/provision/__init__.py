@@ -1,20 +1,24 @@
 """``terminal-agent provision``: enrol this terminal with an enrolment code.
 
     terminal-agent provision --url https://HOST:PORT --terminal-id ID --ca-pin sha256:HEX
-        --code XXXXX-XXXXX-XXXXX-XXXXX [--pinpad PORT] [--pin-key-slot N] [--reader NAME]
+        [--code XXXXX-XXXXX-XXXXX-XXXXX | --code -] [--pinpad PORT] [--pin-key-slot N]
+        [--reader NAME]
         [--currency GBP] [--config-dir /etc/pos-agent] [--state-dir /var/lib/pos-agent]
         [--udev-dir DIR | --no-udev] [--systemd-dir DIR | --no-systemd]
         [--pinpad-usb-serial S] [--technician NAME] [--no-self-test] [--timeout S]
 
-The steps, their output and the files written are in :mod:`terminal_agent.provision.steps`
-and docs/provisioning.md. Exit 0 ready, 1 ready with warnings from the self-test, 2 a step
-failed (the message says what to do).
+Without ``--code`` (or with ``--code -``) the code is asked for without echo, or read
+from standard input when that is not a terminal, so it stays out of the process list
+and the shell history. The steps, their output and the files written are in
+:mod:`terminal_agent.provision.steps` and docs/provisioning.md. Exit 0 ready, 1 ready with
+warnings from the self-test, 2 a step failed (the message says what to do).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import os
 import sys
 from collections.abc import Sequence
@@ -40,7 +44,7 @@ def _parser() -> _Parser:
     p.add_argument("--url", required=True, help="the enrolment service, https://...")
     p.add_argument("--terminal-id", required=True)
     p.add_argument("--ca-pin", required=True, help="sha256:... as the operator gave it")
-    p.add_argument("--code", required=True, help="the one-time enrolment code")
+    p.add_argument("--code", default="-", help="the one-time enrolment code (default: ask for it)")
     p.add_argument("--pinpad", default="/dev/pos-pinpad")
     p.add_argument("--pin-key-slot", type=int, default=1)
     p.add_argument("--reader", help="PC/SC reader name (default: the first one)")
@@ -65,15 +69,26 @@ def _parser() -> _Parser:
     return p
 
 
+def _read_code() -> str:
+    """The code from the technician, without echo (or one line of standard input)."""
+    if sys.stdin.isatty():
+        return getpass.getpass("enrolment code: ")
+    line = sys.stdin.readline().strip()
+    if not line:
+        raise _UsageError("no enrolment code given (--code, or type it when asked)")
+    return line
+
+
 def main(argv: Sequence[str], *, out: TextIO | None = None) -> int:
     out = sys.stdout if out is None else out
     try:
         args = _parser().parse_args(list(argv))
+        code = _read_code() if args.code == "-" else args.code
         extra = "" if args.extra_config is None else "\n" + args.extra_config.read_text("utf-8")
         options = ProvisionOptions(
             url=args.url,
             terminal_id=args.terminal_id,
-            code=args.code,
+            code=code,
             ca_pin=args.ca_pin,
             technician=args.technician,
             config_dir=args.config_dir,

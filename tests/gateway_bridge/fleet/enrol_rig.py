@@ -78,7 +78,7 @@ class EnrolRig:
                               "--id", terminal_id, "--by", "operator-ann")  # fmt: skip
         assert code == 0, text
         words = text.split()
-        return words[words.index("--code") + 1], words[words.index("--ca-pin") + 1]
+        return words[words.index("code") + 3], words[words.index("--ca-pin") + 1]
 
 
 def make_enrol_rig(

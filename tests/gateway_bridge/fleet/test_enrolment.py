@@ -408,7 +408,7 @@ def test_reenrolment_supersedes_then_revoke_takes_the_terminal_out(rig: EnrolRig
         "terminals", "enrol-code", "--config", str(rig.config), "--id", TERMINAL_ID,
         "--recommission",
     )  # fmt: skip
-    assert status == 0 and "--code" in text
+    assert status == 0 and f"enrolment code for {TERMINAL_ID}: " in text
     assert bridge_audit(rig)[-1]["recommission"] is True
 
 
