@@ -513,7 +513,8 @@ class TerminalCA:
             finally:
                 self._depth -= 1
             return
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        # Read-only and 0644: whoever made it first, the service and the operator can lock it.
+        fd = os.open(self.directory / ".lock", os.O_RDONLY | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             self.index = self._load()
