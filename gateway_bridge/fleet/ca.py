@@ -204,8 +204,10 @@ def build_client_certificate(
     serial: int,
     not_before: datetime,
     not_after: datetime,
+    usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.CLIENT_AUTH,
 ) -> x509.Certificate:
-    """A TLS client certificate (terminal or bridge): CN only, digitalSignature, clientAuth."""
+    """A CN-only certificate with digitalSignature and one extended key usage: clientAuth
+    for a terminal or a bridge, :data:`ENROLMENT_SIGNING_EKU` for the enrolment signer."""
     check_terminal_id(common_name)
     return (
         _leaf_builder(
@@ -216,33 +218,7 @@ def build_client_certificate(
             not_before=not_before,
             not_after=not_after,
         )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-
-
-def build_enrolment_certificate(
-    public_key: PublicKey,
-    common_name: str,
-    ca_certificate: x509.Certificate,
-    ca_key: CaPrivateKey,
-    *,
-    serial: int,
-    not_before: datetime,
-    not_after: datetime,
-) -> x509.Certificate:
-    """The enrolment service's signing certificate (docs/provisioning.md)."""
-    check_terminal_id(common_name)
-    return (
-        _leaf_builder(
-            public_key,
-            common_name,
-            ca_certificate,
-            serial=serial,
-            not_before=not_before,
-            not_after=not_after,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ENROLMENT_SIGNING_EKU]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
 
@@ -670,21 +646,26 @@ class TerminalCA:
     @_mutation
     def issue_client(
         self,
-        kind: Literal["terminal", "bridge"],
+        kind: Literal["terminal", "bridge", "enrolment"],
         public_key: PublicKey,
         name: str,
         *,
         now: datetime,
         days: int | None = None,
     ) -> Issued:
-        """A client certificate for a terminal or a bridge (CN = ``name``)."""
+        """A CN-only certificate (CN = ``name``): a terminal's or a bridge's TLS client
+        certificate, or the enrolment service's signing certificate."""
         try:
             check_terminal_id(name)
         except CodecError as exc:
-            raise CsrRejected(f"not a valid {kind} id") from exc
+            raise CsrRejected(f"not a valid {kind} name") from exc
         self._check_name(kind, name)
         policy = self.index.policy
-        default = policy.terminal_days if kind == "terminal" else policy.bridge_days
+        default, usage = {
+            "terminal": (policy.terminal_days, ExtendedKeyUsageOID.CLIENT_AUTH),
+            "bridge": (policy.bridge_days, ExtendedKeyUsageOID.CLIENT_AUTH),
+            "enrolment": (policy.server_days, ENROLMENT_SIGNING_EKU),
+        }[kind]
         not_before, not_after = self._window(now, days or default)
         generation = self.index.current_generation
         cert = build_client_certificate(
@@ -695,31 +676,15 @@ class TerminalCA:
             serial=random_serial(self._random),
             not_before=not_before,
             not_after=not_after,
+            usage=usage,
         )
         return self._record(kind, name, cert)
 
-    @_mutation
     def issue_enrolment(
         self, public_key: PublicKey, name: str, *, now: datetime, days: int | None = None
     ) -> Issued:
         """The enrolment service's signing certificate (CN = ``name``)."""
-        try:
-            check_terminal_id(name)
-        except CodecError as exc:
-            raise CsrRejected("not a valid enrolment signer name") from exc
-        self._check_name("enrolment", name)
-        not_before, not_after = self._window(now, days or self.index.policy.server_days)
-        generation = self.index.current_generation
-        cert = build_enrolment_certificate(
-            public_key,
-            name,
-            self.ca_certificate(generation),
-            self._ca_key(generation),
-            serial=random_serial(self._random),
-            not_before=not_before,
-            not_after=not_after,
-        )
-        return self._record("enrolment", name, cert)
+        return self.issue_client("enrolment", public_key, name, now=now, days=days)
 
     @_mutation
     def issue_terminal(
