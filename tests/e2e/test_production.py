@@ -126,6 +126,39 @@ def rig(tmp_path: Path, fleet: ProductionFleet) -> Rig:
     return made
 
 
+@dataclass
+class Till:
+    """One till on the production path before a scenario: a visa_credit card in the
+    reader, PIN 1234 queued on the pad; ``before`` is the card account's balance."""
+
+    fleet: ProductionFleet
+    rig: Rig
+    pcscd: PcscdService
+    pad: EmulatedPinpad
+    issuer: IssuerSimulator
+    tmp_path: Path
+    before: int
+
+    def production(self) -> contextlib.AbstractAsyncContextManager[Production]:
+        return production(self.fleet, self.rig, self.pcscd, self.pad, self.issuer, self.tmp_path)
+
+
+@pytest.fixture
+def till(
+    fleet: ProductionFleet,
+    rig: Rig,
+    pcscd_vpcd: PcscdService,
+    vpcd_card: CardSlot,
+    pad: EmulatedPinpad,
+    issuer: IssuerSimulator,
+    tmp_path: Path,
+) -> Till:
+    before = issuer.snapshot(PAN).balance
+    vpcd_card(EmvCard(load_profile("visa_credit")))
+    pad.queue_pin(PinScript.entered("1234"))
+    return Till(fleet, rig, pcscd_vpcd, pad, issuer, tmp_path, before)
+
+
 def write_agent_config(
     fleet: ProductionFleet,
     rig: Rig,
@@ -361,20 +394,12 @@ async def production(
 
 
 def test_approved_online_pin_purchase(
-    fleet: ProductionFleet,
-    rig: Rig,
-    pcscd_vpcd: PcscdService,
-    vpcd_card: CardSlot,
-    pad: EmulatedPinpad,
-    issuer: IssuerSimulator,
-    tmp_path: Path,
+    till: Till,
 ) -> None:
-    before = issuer.snapshot(PAN).balance
-    vpcd_card(EmvCard(load_profile("visa_credit")))
-    pad.queue_pin(PinScript.entered("1234"))
+    issuer, before = till.issuer, till.before
 
     async def body() -> None:
-        async with production(fleet, rig, pcscd_vpcd, pad, issuer, tmp_path) as p:
+        async with till.production() as p:
             paid = await p.pay(1250, "prod-approved")
             # The register: approved, with the card's and the issuer's data, masked PAN.
             assert (paid["status"], paid["message"]) == ("approved", "APPROVED")
@@ -412,20 +437,12 @@ def test_approved_online_pin_purchase(
 
 
 def test_decline_51_is_shown_to_the_register(
-    fleet: ProductionFleet,
-    rig: Rig,
-    pcscd_vpcd: PcscdService,
-    vpcd_card: CardSlot,
-    pad: EmulatedPinpad,
-    issuer: IssuerSimulator,
-    tmp_path: Path,
+    till: Till,
 ) -> None:
-    before = issuer.snapshot(PAN).balance
-    vpcd_card(EmvCard(load_profile("visa_credit")))
-    pad.queue_pin(PinScript.entered("1234"))
+    issuer, before = till.issuer, till.before
 
     async def body() -> None:
-        async with production(fleet, rig, pcscd_vpcd, pad, issuer, tmp_path) as p:
+        async with till.production() as p:
             paid = await p.pay(99_951, "prod-51")
             assert (paid["status"], paid["response_code"]) == ("declined", "51")
             assert paid["message"] == "DECLINED: Insufficient funds"
@@ -451,20 +468,12 @@ def test_decline_51_is_shown_to_the_register(
 
 
 def test_refund_credits_the_account(
-    fleet: ProductionFleet,
-    rig: Rig,
-    pcscd_vpcd: PcscdService,
-    vpcd_card: CardSlot,
-    pad: EmulatedPinpad,
-    issuer: IssuerSimulator,
-    tmp_path: Path,
+    till: Till,
 ) -> None:
-    before = issuer.snapshot(PAN).balance
-    vpcd_card(EmvCard(load_profile("visa_credit")))
-    pad.queue_pin(PinScript.entered("1234"))
+    issuer, before = till.issuer, till.before
 
     async def body() -> None:
-        async with production(fleet, rig, pcscd_vpcd, pad, issuer, tmp_path) as p:
+        async with till.production() as p:
             paid = await p.pay(700, "prod-refund", kind="refund")
             assert (paid["status"], paid["type"]) == ("approved", "refund"), paid["message"]
             assert paid["authorization_code"] and paid["masked_pan"] == MASKED
@@ -485,20 +494,12 @@ def test_refund_credits_the_account(
 
 
 def test_void_of_the_last_purchase(
-    fleet: ProductionFleet,
-    rig: Rig,
-    pcscd_vpcd: PcscdService,
-    vpcd_card: CardSlot,
-    pad: EmulatedPinpad,
-    issuer: IssuerSimulator,
-    tmp_path: Path,
+    till: Till,
 ) -> None:
-    before = issuer.snapshot(PAN).balance
-    vpcd_card(EmvCard(load_profile("visa_credit")))
-    pad.queue_pin(PinScript.entered("1234"))
+    issuer, before = till.issuer, till.before
 
     async def body() -> None:
-        async with production(fleet, rig, pcscd_vpcd, pad, issuer, tmp_path) as p:
+        async with till.production() as p:
             sale = await p.pay(5600, "prod-void-me")
             assert sale["status"] == "approved"
             assert issuer.snapshot(PAN).balance == before - 5600
@@ -527,25 +528,17 @@ def test_void_of_the_last_purchase(
 
 def test_host_timeout_is_not_completed_and_the_reversal_reaches_the_issuer(
     caplog: pytest.LogCaptureFixture,
-    fleet: ProductionFleet,
-    rig: Rig,
-    pcscd_vpcd: PcscdService,
-    vpcd_card: CardSlot,
-    pad: EmulatedPinpad,
-    issuer: IssuerSimulator,
-    tmp_path: Path,
+    till: Till,
 ) -> None:
     """The bridge is stopped (its persistent session stays in the broker): the request
     waits in the broker past its expiry, the register is told "not completed" with the
     reversal queued, and the agent keeps sending the reversal. Once the bridge is back,
     the expired request is refused without reaching the issuer and the reversal reaches
     the issuer exactly once; nothing was taken."""
-    before = issuer.snapshot(PAN).balance
-    vpcd_card(EmvCard(load_profile("visa_credit")))
-    pad.queue_pin(PinScript.entered("1234"))
+    issuer, before = till.issuer, till.before
 
     async def body() -> None:
-        async with production(fleet, rig, pcscd_vpcd, pad, issuer, tmp_path) as p:
+        async with till.production() as p:
             await p.stop_bridge()
             started = time.monotonic()
             paid = await p.pay(3000, "prod-timeout")
