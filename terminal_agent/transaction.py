@@ -49,6 +49,7 @@ from paycore.wire import (
     ErrorResponse,
     ReversalRequest,
     ReversalResponse,
+    batch_differences,
 )
 from terminal_agent.display import Display, Prompt
 from terminal_agent.journal import (
@@ -736,22 +737,11 @@ def batch_close_request(
 def totals_differences(
     ours: tuple[BatchTotal, ...], theirs: tuple[BatchTotal, ...]
 ) -> tuple[str, ...]:
-    """Line by line, where the host's totals differ from the terminal's (lines with a zero
-    count on one side count as absent); empty when they agree."""
-
-    def keyed(totals: tuple[BatchTotal, ...]) -> dict[tuple[str, str], tuple[int, int]]:
-        return {(t.transaction_type, t.currency): (t.count, t.amount) for t in totals if t.count}
-
-    mine, host = keyed(ours), keyed(theirs)
-    lines = []
-    for key in sorted(mine.keys() | host.keys()):
-        a, b = mine.get(key, (0, 0)), host.get(key, (0, 0))
-        if a != b:
-            lines.append(
-                f"terminal check: {key[0]} {key[1]}: terminal {a[0]} for {a[1]},"
-                f" host {b[0]} for {b[1]}"
-            )
-    return tuple(lines)
+    """Line by line, where the host's totals differ from the terminal's; empty when they
+    agree (the terminal's own check of an answer that says in balance)."""
+    return tuple(
+        f"terminal check: {line}" for line in batch_differences(ours, theirs, other_name="host")
+    )
 
 
 def _unreachable(exc: LinkError) -> str:

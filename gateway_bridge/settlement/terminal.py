@@ -17,7 +17,7 @@ and one whose reversal has not reached the bridge yet shows as a difference.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 from typing import Literal
 
@@ -26,14 +26,11 @@ from gateway_bridge.settlement.model import BatchSummary, Count, CurrencyTotals,
 from gateway_bridge.settlement.reconcile import AcquirerReconciler, LedgerReconciler, Reconciler
 from gateway_bridge.settlement.settle import settle_terminal
 from gateway_bridge.settlement.store import SettlementStore
-from paycore.currency import by_alpha
-from paycore.wire import BatchCloseRequest, BatchCloseResponse, BatchTotal
+from paycore.wire import BatchCloseRequest, BatchCloseResponse, BatchTotal, batch_differences
 from paycore.wire.messages import TransactionType
 
 Clock = Callable[[], datetime]
 Random = Callable[[int], bytes]
-
-_TYPES = ("purchase", "refund", "void")
 
 
 def reconciler_for(connector: object) -> Reconciler | None:
@@ -71,37 +68,6 @@ def bridge_lines(totals: dict[str, CurrencyTotals]) -> tuple[BatchTotal, ...]:
     return tuple(lines)
 
 
-def _money(amount: int, currency: str) -> str:
-    return by_alpha(currency).format(amount)
-
-
-def compare(terminal: Sequence[BatchTotal], bridge: Sequence[BatchTotal]) -> list[str]:
-    """One line per (type, currency) where the terminal and the bridge differ."""
-
-    def index(lines: Sequence[BatchTotal]) -> dict[tuple[str, str], tuple[int, int]]:
-        out: dict[tuple[str, str], tuple[int, int]] = {}
-        for line in lines:
-            count, amount = out.get((line.transaction_type, line.currency), (0, 0))
-            out[(line.transaction_type, line.currency)] = (
-                count + line.count,
-                amount + line.amount,
-            )
-        return out
-
-    mine, theirs = index(bridge), index(terminal)
-    keys = sorted(set(mine) | set(theirs), key=lambda k: (k[1], _TYPES.index(k[0])))
-    differences: list[str] = []
-    for kind, currency in keys:
-        t = theirs.get((kind, currency), (0, 0))
-        b = mine.get((kind, currency), (0, 0))
-        if t != b:
-            differences.append(
-                f"{kind} {currency}: terminal {t[0]} for {_money(t[1], currency)}, "
-                f"bridge {b[0]} for {_money(b[1], currency)}"
-            )
-    return differences
-
-
 def _mismatch_text(line: MismatchLine) -> str:
     if line.element:
         return (
@@ -128,7 +94,7 @@ async def settle_for_terminal(
         journal, terminal, store=store, reconciler=reconciler, clock=clock, random=random
     )
     lines = bridge_lines(summary.totals)
-    differences = compare(request.totals, lines)
+    differences = batch_differences(request.totals, lines, other_name="bridge")
     differences += [_mismatch_text(m) for m in summary.mismatches]
     status: Literal["in_balance", "out_of_balance", "unreconciled"]
     if differences:

@@ -30,6 +30,7 @@ from paycore.wire.messages import (
     ReversalRequest,
     ReversalResponse,
     TerminalStatus,
+    batch_differences,
     decode_json,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "ReversalRequest",
     "ReversalResponse",
     "TerminalStatus",
+    "batch_differences",
     "decode_envelope",
     "decode_json",
     "open_envelope",

@@ -12,6 +12,7 @@ envelope uses when it encrypts a body.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Literal, TypeAlias, TypeVar
 
@@ -194,6 +195,40 @@ class BatchTotal(Message):
     currency: CurrencyCode
     count: Annotated[int, Field(ge=0, le=10_000_000)]
     amount: Annotated[int, Field(ge=0, le=999_999_999_999_999)]
+
+
+_TYPE_ORDER: tuple[str, ...] = ("purchase", "refund", "void")
+
+
+def batch_differences(
+    terminal: Sequence[BatchTotal], other: Sequence[BatchTotal], *, other_name: str
+) -> list[str]:
+    """One line of plain words per (type, currency) where the terminal's batch totals and
+    ``other``'s differ (repeated lines add up; a missing line counts as none), by currency
+    then type: ``purchase GBP: terminal 2 for 25.00 GBP, bridge 3 for 37.00 GBP``."""
+
+    def index(lines: Sequence[BatchTotal]) -> dict[tuple[str, str], tuple[int, int]]:
+        out: dict[tuple[str, str], tuple[int, int]] = {}
+        for line in lines:
+            count, amount = out.get((line.transaction_type, line.currency), (0, 0))
+            out[(line.transaction_type, line.currency)] = (
+                count + line.count,
+                amount + line.amount,
+            )
+        return out
+
+    ours, theirs = index(terminal), index(other)
+    keys = sorted(ours.keys() | theirs.keys(), key=lambda k: (k[1], _TYPE_ORDER.index(k[0])))
+    lines: list[str] = []
+    for kind, currency in keys:
+        a, b = ours.get((kind, currency), (0, 0)), theirs.get((kind, currency), (0, 0))
+        if a != b:
+            money = by_alpha(currency).format
+            lines.append(
+                f"{kind} {currency}: terminal {a[0]} for {money(a[1])}, "
+                f"{other_name} {b[0]} for {money(b[1])}"
+            )
+    return lines
 
 
 class BatchCloseRequest(Message):

@@ -227,7 +227,7 @@ def test_refusals_and_differences_are_kept_word_for_word(tmp_path: Path) -> None
         checked = await terminal.close_batch(idempotency_key="k2")
         assert checked.host is not None and checked.host.status == "out_of_balance"
         assert checked.host.differences == (
-            "terminal check: purchase GBP: terminal 1 for 1234, host 0 for 0",
+            "terminal check: purchase GBP: terminal 1 for 12.34 GBP, host 0 for 0.00 GBP",
         )
 
     run(body, tmp_path / "j.db")
@@ -241,8 +241,8 @@ def test_request_building_and_the_terminal_check() -> None:
     assert totals_differences(ours, ours) == ()
     assert totals_differences(ours, (*ours, line("void", 0, 0))) == ()  # zero lines: absent
     assert totals_differences(ours, (line("purchase", 2, 300), line("refund", 1, 50, "EUR"))) == (
-        "terminal check: refund EUR: terminal 0 for 0, host 1 for 50",
-        "terminal check: refund GBP: terminal 1 for 50, host 0 for 0",
+        "terminal check: refund EUR: terminal 0 for 0.00 EUR, host 1 for 0.50 EUR",
+        "terminal check: refund GBP: terminal 1 for 0.50 GBP, host 0 for 0.00 GBP",
     )
 
 

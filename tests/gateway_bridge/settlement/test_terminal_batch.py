@@ -11,13 +11,13 @@ from pathlib import Path
 from gateway_bridge.connectors.issuer_sim import IssuerSimulator
 from gateway_bridge.connectors.issuer_sim.accounts import repo_catalogue_dir
 from gateway_bridge.settlement.store import SettlementStore
-from gateway_bridge.settlement.terminal import compare
 from hardware.mosquitto import MosquittoService
 from paycore.wire import (
     AuthorizationResponse,
     BatchCloseRequest,
     BatchCloseResponse,
     BatchTotal,
+    batch_differences,
 )
 from tests.gateway_bridge.rig import make_rig, running_bridge, terminal_link
 
@@ -35,11 +35,11 @@ def line(kind: str, count: int, amount: int, currency: str = "GBP") -> BatchTota
 def test_compare_names_every_differing_line() -> None:
     terminal = [line("purchase", 2, 2500), line("refund", 1, 500), line("purchase", 1, 100, "EUR")]
     bridge = [line("purchase", 3, 3700), line("refund", 1, 500)]
-    assert compare(terminal, bridge) == [
+    assert batch_differences(terminal, bridge, other_name="bridge") == [
         "purchase EUR: terminal 1 for 1.00 EUR, bridge 0 for 0.00 EUR",
         "purchase GBP: terminal 2 for 25.00 GBP, bridge 3 for 37.00 GBP",
     ]
-    assert compare(bridge, bridge) == []
+    assert batch_differences(bridge, bridge, other_name="bridge") == []
 
 
 def test_a_terminal_close_in_balance_out_of_balance_and_repeated(
